@@ -1,0 +1,19 @@
+# Entry points named in the README. Each one installs what it needs first.
+.PHONY: demo test lint bench
+
+demo:
+	@scripts/bootstrap.sh
+	@.venv/bin/python -m chainwarden.demo
+
+test:
+	@scripts/bootstrap.sh
+	@.venv/bin/python -m pytest -q -p no:cacheprovider
+
+lint:
+	@scripts/bootstrap.sh
+	@.venv/bin/ruff check daemon tests bench
+	@.venv/bin/mypy
+
+bench:
+	@scripts/bootstrap.sh
+	@.venv/bin/python -m bench
