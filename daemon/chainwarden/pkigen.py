@@ -100,7 +100,7 @@ def _ca_extensions(
     key_cert_sign: bool = True,
 ) -> x509.CertificateBuilder:
     return (
-        builder.add_extension(x509.BasicConstraints(ca=is_ca, path_length=path_length), True)
+        builder.add_extension(x509.BasicConstraints(ca=is_ca, path_length=path_length if is_ca else None), True)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,

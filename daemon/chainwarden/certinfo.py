@@ -1,0 +1,281 @@
+"""The facts about one certificate that path building needs, extracted once and cached by DER."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID, NameOID
+
+# Extensions a PKIX validator (the JVM's included) understands; any other critical one fails a path.
+KNOWN_EXTENSIONS = frozenset(
+    {
+        ExtensionOID.BASIC_CONSTRAINTS,
+        ExtensionOID.KEY_USAGE,
+        ExtensionOID.EXTENDED_KEY_USAGE,
+        ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+        ExtensionOID.ISSUER_ALTERNATIVE_NAME,
+        ExtensionOID.NAME_CONSTRAINTS,
+        ExtensionOID.POLICY_CONSTRAINTS,
+        ExtensionOID.CERTIFICATE_POLICIES,
+        ExtensionOID.POLICY_MAPPINGS,
+        ExtensionOID.INHIBIT_ANY_POLICY,
+        ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+        ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+        ExtensionOID.AUTHORITY_INFORMATION_ACCESS,
+        ExtensionOID.SUBJECT_INFORMATION_ACCESS,
+        ExtensionOID.CRL_DISTRIBUTION_POINTS,
+        ExtensionOID.FRESHEST_CRL,
+        ExtensionOID.PRECERT_SIGNED_CERTIFICATE_TIMESTAMPS,
+        ExtensionOID.PRECERT_POISON,
+        ExtensionOID.TLS_FEATURE,
+        ExtensionOID.SUBJECT_DIRECTORY_ATTRIBUTES,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CertInfo:
+    """A parsed certificate plus the derived facts used by path building and reports."""
+
+    cert: x509.Certificate
+    der: bytes
+    sha256: str
+    subject: str
+    issuer: str
+    subject_key: tuple[tuple[str, str], ...]
+    issuer_key: tuple[tuple[str, str], ...]
+    ski: bytes | None
+    aki: bytes | None
+    aia_ca_issuers: tuple[str, ...]
+    not_before: datetime
+    not_after: datetime
+    version: int
+    basic_ca: bool | None  # None: no basicConstraints extension
+    path_length: int | None
+    key_cert_sign: bool | None  # None: no keyUsage extension
+    eku: frozenset[str] | None  # dotted OIDs; None: no EKU extension
+    dns_names: tuple[str, ...]
+    ip_addresses: tuple[str, ...]
+    common_names: tuple[str, ...]
+    name_constraints: x509.NameConstraints | None
+    unknown_critical: tuple[str, ...]
+    extension_error: str | None  # an extension cryptography could not decode
+    self_issued: bool
+
+    def __hash__(self) -> int:
+        return hash(self.sha256)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CertInfo) and other.sha256 == self.sha256
+
+    @property
+    def is_ca(self) -> bool:
+        return bool(self.basic_ca)
+
+    @property
+    def is_end_entity(self) -> bool:
+        """Not a CA: no CA basicConstraints and not a self-issued v1 root."""
+        if self.basic_ca is True:
+            return False
+        return not (self.basic_ca is None and self.self_issued)
+
+    @property
+    def short_id(self) -> str:
+        return self.sha256[:16]
+
+    def valid_at(self, moment: datetime) -> bool:
+        return self.not_before <= moment <= self.not_after
+
+
+def name_key(name: x509.Name) -> tuple[tuple[str, str], ...]:
+    """Comparison key for names: RFC 5280 section 7.1 style case-folding and space folding."""
+    out = []
+    for attr in name:
+        value = attr.value if isinstance(attr.value, str) else attr.value.hex()
+        out.append((attr.oid.dotted_string, " ".join(value.split()).casefold()))
+    return tuple(out)
+
+
+_CACHE: dict[bytes, CertInfo] = {}
+_CACHE_LIMIT = 200_000
+
+
+def describe(cert: x509.Certificate) -> CertInfo:
+    """Facts about `cert`, cached by its DER encoding (certificates repeat across bundles)."""
+    der = cert.public_bytes(serialization.Encoding.DER)
+    cached = _CACHE.get(der)
+    if cached is not None:
+        return cached
+    info = _build(cert, der)
+    if len(_CACHE) >= _CACHE_LIMIT:
+        _CACHE.clear()
+    _CACHE[der] = info
+    return info
+
+
+def _ext(cert: x509.Certificate, cls: type) -> object | None:
+    try:
+        return cert.extensions.get_extension_for_class(cls).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _build(cert: x509.Certificate, der: bytes) -> CertInfo:
+    extension_error = None
+    unknown_critical: list[str] = []
+    try:
+        extensions = list(cert.extensions)
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        extensions = []
+        extension_error = str(exc)
+    for ext in extensions:
+        if ext.critical and ext.oid not in KNOWN_EXTENSIONS:
+            unknown_critical.append(ext.oid.dotted_string)
+
+    def get(cls: type) -> object | None:
+        if extension_error is not None:
+            return None
+        return _ext(cert, cls)
+
+    bc = get(x509.BasicConstraints)
+    ku = get(x509.KeyUsage)
+    eku = get(x509.ExtendedKeyUsage)
+    san = get(x509.SubjectAlternativeName)
+    ski = get(x509.SubjectKeyIdentifier)
+    aki = get(x509.AuthorityKeyIdentifier)
+    aia = get(x509.AuthorityInformationAccess)
+    nc = get(x509.NameConstraints)
+
+    dns: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
+    if isinstance(san, x509.SubjectAlternativeName):
+        dns = tuple(san.get_values_for_type(x509.DNSName))
+        ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
+    ca_issuers: tuple[str, ...] = ()
+    if isinstance(aia, x509.AuthorityInformationAccess):
+        ca_issuers = tuple(
+            d.access_location.value
+            for d in aia
+            if d.access_method == AuthorityInformationAccessOID.CA_ISSUERS
+            and isinstance(d.access_location, x509.UniformResourceIdentifier)
+        )
+    subject_key = name_key(cert.subject)
+    issuer_key = name_key(cert.issuer)
+    return CertInfo(
+        cert=cert,
+        der=der,
+        sha256=hashlib.sha256(der).hexdigest(),
+        subject=_display_name(cert.subject),
+        issuer=_display_name(cert.issuer),
+        subject_key=subject_key,
+        issuer_key=issuer_key,
+        ski=ski.digest if isinstance(ski, x509.SubjectKeyIdentifier) else None,
+        aki=aki.key_identifier if isinstance(aki, x509.AuthorityKeyIdentifier) else None,
+        aia_ca_issuers=ca_issuers,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        version=cert.version.value + 1,
+        basic_ca=bc.ca if isinstance(bc, x509.BasicConstraints) else None,
+        path_length=bc.path_length if isinstance(bc, x509.BasicConstraints) else None,
+        key_cert_sign=ku.key_cert_sign if isinstance(ku, x509.KeyUsage) else None,
+        eku=frozenset(o.dotted_string for o in eku) if isinstance(eku, x509.ExtendedKeyUsage) else None,
+        dns_names=dns,
+        ip_addresses=ips,
+        common_names=tuple(
+            str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        ),
+        name_constraints=nc if isinstance(nc, x509.NameConstraints) else None,
+        unknown_critical=tuple(unknown_critical),
+        extension_error=extension_error,
+        self_issued=subject_key == issuer_key,
+    )
+
+
+def _display_name(name: x509.Name) -> str:
+    try:
+        return name.rfc4514_string()
+    except Exception:  # noqa: BLE001 - exotic attribute types must not break a report
+        return repr(name)
+
+
+_SIG_CACHE: dict[tuple[str, str], str | None] = {}
+
+
+def signature_error(child: CertInfo, issuer: CertInfo) -> str | None:
+    """None when `issuer`'s key verifies `child`'s signature, else why not (cached)."""
+    key = (child.sha256, issuer.sha256)
+    if key in _SIG_CACHE:
+        return _SIG_CACHE[key]
+    result = _check_signature(child.cert, issuer.cert)
+    if len(_SIG_CACHE) >= _CACHE_LIMIT:
+        _SIG_CACHE.clear()
+    _SIG_CACHE[key] = result
+    return result
+
+
+def _check_signature(child: x509.Certificate, issuer: x509.Certificate) -> str | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            public_key = issuer.public_key()
+        sig = child.signature
+        data = child.tbs_certificate_bytes
+        if isinstance(public_key, rsa.RSAPublicKey):
+            params = child.signature_algorithm_parameters
+            hash_alg = child.signature_hash_algorithm
+            if not isinstance(params, padding.PSS | padding.PKCS1v15) or hash_alg is None:
+                return "signature algorithm does not match the issuer's RSA key"
+            public_key.verify(sig, data, params, hash_alg)
+        elif isinstance(public_key, ec.EllipticCurvePublicKey):
+            params = child.signature_algorithm_parameters
+            if not isinstance(params, ec.ECDSA):
+                return "signature algorithm does not match the issuer's EC key"
+            public_key.verify(sig, data, params)
+        elif isinstance(public_key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+            public_key.verify(sig, data)
+        elif isinstance(public_key, dsa.DSAPublicKey):
+            hash_alg = child.signature_hash_algorithm
+            if hash_alg is None:
+                return "signature algorithm does not match the issuer's DSA key"
+            public_key.verify(sig, data, hash_alg)
+        else:
+            return f"unsupported issuer key type {type(public_key).__name__}"
+    except InvalidSignature:
+        return "signature does not verify with the issuer's public key"
+    except (UnsupportedAlgorithm, ValueError, TypeError) as exc:
+        return f"signature could not be checked: {exc}"
+    return None
+
+
+def signature_hash_name(cert: x509.Certificate) -> str | None:
+    try:
+        alg = cert.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        return "unknown"
+    return alg.name if isinstance(alg, hashes.HashAlgorithm) else None
+
+
+def rsa_key_bits(cert: x509.Certificate) -> int | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            key = cert.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        return None
+    return key.key_size if isinstance(key, rsa.RSAPublicKey) else None
+
+
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

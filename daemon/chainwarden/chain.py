@@ -1,0 +1,317 @@
+"""Path building and diagnosis: which path the bundle gives, and what is missing when it gives none."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from .certinfo import CertInfo, signature_error
+from .pathcheck import expiring_soon, validity_problems
+from .report import Code, Problem, Severity, Source
+
+MAX_DEPTH = 10
+MAX_PATHS = 32
+MAX_VISITS = 4000
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One certificate on a path and where it came from."""
+
+    cert: CertInfo
+    source: Source
+    hidden: bool = False  # in the bundle, but a strict consumer would not read it
+
+
+Path = tuple[Link, ...]
+
+
+class Pool:
+    """Candidate issuers indexed by subject name."""
+
+    def __init__(self, links: Iterable[Link]) -> None:
+        self._by_subject: dict[tuple[tuple[str, str], ...], list[Link]] = {}
+        seen: set[str] = set()
+        for link in links:
+            if link.cert.sha256 in seen:
+                continue
+            seen.add(link.cert.sha256)
+            self._by_subject.setdefault(link.cert.subject_key, []).append(link)
+
+    def issuers_of(self, child: CertInfo) -> list[Link]:
+        found = self._by_subject.get(child.issuer_key, [])
+        # Key-identifier matches first: that is the issuer the child names most precisely.
+        return sorted(
+            found,
+            key=lambda link: (
+                not (child.aki is not None and link.cert.ski == child.aki),
+                link.source is not Source.BUNDLE,
+                link.hidden,
+                -link.cert.not_after.timestamp(),
+            ),
+        )
+
+
+def is_self_signed(cert: CertInfo) -> bool:
+    return cert.self_issued and signature_error(cert, cert) is None
+
+
+@dataclass(frozen=True, slots=True)
+class Search:
+    complete: tuple[Path, ...]  # paths ending in a self-signed certificate
+    dead_ends: tuple[Path, ...]  # maximal paths whose top has no usable issuer in the pool
+    bad_signatures: tuple[tuple[CertInfo, CertInfo, str], ...]  # child, candidate, why
+
+
+def find_paths(start: Link, pool: Pool) -> Search:
+    """Depth-first search for every path from `start` up to a self-signed certificate."""
+    complete: list[Path] = []
+    dead_ends: list[Path] = []
+    bad: list[tuple[CertInfo, CertInfo, str]] = []
+    visits = 0
+
+    def walk(path: Path) -> None:
+        nonlocal visits
+        visits += 1
+        top = path[-1].cert
+        if is_self_signed(top):
+            complete.append(path)
+            return
+        if len(path) >= MAX_DEPTH or visits > MAX_VISITS or len(complete) >= MAX_PATHS:
+            dead_ends.append(path)
+            return
+        on_path = {link.cert.sha256 for link in path}
+        extended = False
+        for candidate in pool.issuers_of(top):
+            if candidate.cert.sha256 in on_path:
+                continue
+            if _same_key_already_on_path(candidate.cert, path):
+                continue  # a cross-sign of a certificate already above us: a loop
+            reason = signature_error(top, candidate.cert)
+            if reason is not None:
+                bad.append((top, candidate.cert, reason))
+                continue
+            extended = True
+            walk((*path, candidate))
+        if not extended:
+            dead_ends.append(path)
+
+    walk((start,))
+    return Search(tuple(complete), tuple(dead_ends), tuple(bad))
+
+
+def _same_key_already_on_path(cert: CertInfo, path: Path) -> bool:
+    return any(
+        link.cert.subject_key == cert.subject_key and link.cert.ski == cert.ski and cert.ski
+        for link in path
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """What the bundle gives for one leaf: the chosen path and every problem on it."""
+
+    path: Path
+    problems: tuple[Problem, ...]
+    complete: bool  # the bundle alone (as a strict consumer reads it) gives a path to a root
+    valid: bool  # ... and that path validates at the evaluation time
+    related: frozenset[str]  # sha256 of every certificate on any path found
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """Everything path diagnosis looks at, already parsed."""
+
+    bundle: tuple[CertInfo, ...]  # certificates a strict consumer reads from the bundle
+    hidden: tuple[CertInfo, ...] = ()  # parsed by us, missed by a strict consumer
+    presented: tuple[CertInfo, ...] = ()  # what the endpoint sent after its leaf
+    store: tuple[CertInfo, ...] = ()  # trusted roots, used only to explain a missing root
+    store_name: str = "the trusted root store"
+
+
+def diagnose(
+    leaf: Link,
+    inputs: Inputs,
+    now: datetime,
+    *,
+    hostname: str | None,
+    warn_days: int,
+    leaf_is_endpoint: bool = True,
+) -> Diagnosis:
+    """Can `inputs.bundle` alone carry `leaf` to a self-signed root, valid at `now`?"""
+    bundle_pool = Pool(Link(c, Source.BUNDLE) for c in inputs.bundle)
+    bundle_search = find_paths(leaf, bundle_pool)
+
+    def problems_of(path: Path) -> list[Problem]:
+        return validity_problems(
+            [link.cert for link in path], now, hostname=hostname, leaf_is_endpoint=leaf_is_endpoint
+        )
+
+    scored = [(path, problems_of(path)) for path in bundle_search.complete]
+    valid = [(p, probs) for p, probs in scored if not _errors(probs)]
+    related = {link.cert.sha256 for path in bundle_search.complete for link in path}
+    notes: list[str] = []
+
+    if valid:
+        chosen, problems = min(valid, key=lambda item: _rank(item[0], item[1]))
+        notes.extend(_path_notes(chosen, scored))
+        problems = problems + expiring_soon([link.cert for link in chosen], now, warn_days)
+        return Diagnosis(chosen, tuple(problems), True, True, frozenset(related), tuple(notes))
+
+    extended_pool = Pool(
+        [Link(c, Source.BUNDLE) for c in inputs.bundle]
+        + [Link(c, Source.BUNDLE, hidden=True) for c in inputs.hidden]
+        + [Link(c, Source.ENDPOINT) for c in inputs.presented]
+        + [Link(c, Source.STORE) for c in inputs.store]
+    )
+    extended_search = find_paths(leaf, extended_pool)
+    related |= {
+        link.cert.sha256
+        for path in extended_search.complete
+        for link in path
+        if link.source is Source.BUNDLE
+    }
+    candidates = scored + [(p, problems_of(p)) for p in extended_search.complete]
+    if candidates:
+        chosen, problems = min(candidates, key=lambda item: _rank(item[0], item[1]))
+        missing = _missing_links(chosen, inputs.store_name)
+        complete = not any(_is_missing(link) for link in chosen[1:])
+        notes.extend(_path_notes(chosen, candidates))
+        problems = missing + problems + expiring_soon([link.cert for link in chosen], now, warn_days)
+        valid_now = complete and not _errors(problems)
+        return Diagnosis(chosen, tuple(problems), complete, valid_now, frozenset(related), tuple(notes))
+
+    # No path to any self-signed certificate, even with help: explain the deepest dead end.
+    dead_end = max(
+        extended_search.dead_ends or ((leaf,),),
+        key=lambda path: (len(path), -sum(_is_missing(link) for link in path)),
+    )
+    related |= {link.cert.sha256 for link in dead_end if link.source is Source.BUNDLE}
+    problems = _missing_links(dead_end, inputs.store_name)
+    problems.append(_unknown_issuer(dead_end[-1].cert, is_leaf=len(dead_end) == 1 and leaf_is_endpoint))
+    problems.extend(_signature_explanations(extended_search, dead_end))
+    problems.extend(problems_of_partial(dead_end, now, hostname, leaf_is_endpoint))
+    problems.extend(expiring_soon([link.cert for link in dead_end], now, warn_days))
+    return Diagnosis(dead_end, tuple(problems), False, False, frozenset(related), tuple(notes))
+
+
+def problems_of_partial(
+    path: Path, now: datetime, hostname: str | None, leaf_is_endpoint: bool
+) -> list[Problem]:
+    """Validity problems of a path that does not reach a root (its top is not an anchor)."""
+    certs = [link.cert for link in path]
+    # Evaluate as if a virtual anchor sat above the top, so the top is checked as an issuer would be.
+    found = validity_problems(certs, now, hostname=hostname, leaf_is_endpoint=leaf_is_endpoint)
+    return [p for p in found if p.code is not Code.PATH_INVALID or len(certs) > 1]
+
+
+def _errors(problems: Sequence[Problem]) -> bool:
+    return any(p.severity is Severity.ERROR for p in problems)
+
+
+def _is_missing(link: Link) -> bool:
+    return link.source is not Source.BUNDLE or link.hidden
+
+
+def _rank(path: Path, problems: Sequence[Problem]) -> tuple[int, int, int, int, float]:
+    """Valid first, then fewest links missing from the bundle, fewest problems, shortest, latest expiry."""
+    return (
+        1 if _errors(problems) else 0,
+        sum(_is_missing(link) for link in path[1:]),
+        len(problems),
+        len(path),
+        -min(link.cert.not_after.timestamp() for link in path),
+    )
+
+
+def _missing_links(path: Path, store_name: str) -> list[Problem]:
+    out = []
+    for position in range(1, len(path)):
+        link = path[position]
+        if not _is_missing(link):
+            continue
+        child = path[position - 1].cert
+        cert = link.cert
+        is_root = position == len(path) - 1 and is_self_signed(cert)
+        code = Code.MISSING_ROOT if is_root else Code.MISSING_INTERMEDIATE
+        word = "root" if is_root else "intermediate"
+        if link.hidden:
+            out.append(
+                Problem(
+                    Code.FORMAT_NONSTANDARD,
+                    Severity.ERROR,
+                    f"{word} {cert.subject} is in the bundle, but in a block that OpenSSL "
+                    "and the JVM would not read; rewrite the bundle as plain PEM",
+                    cert.subject,
+                )
+            )
+            continue
+        where = {
+            Source.ENDPOINT: "the endpoint presents it",
+            Source.STORE: f"it is in {store_name}",
+            Source.AIA: "it was fetched from the issuer's AIA URL",
+        }.get(link.source, "")
+        out.append(
+            Problem(
+                code,
+                Severity.ERROR,
+                f"the bundle lacks the {word} {cert.subject} (issuer of {child.subject}"
+                f"{_child_hints(child)}); {where}",
+                cert.subject,
+            )
+        )
+    return out
+
+
+def _child_hints(child: CertInfo) -> str:
+    hints = []
+    if child.aki:
+        hints.append(f"key id {child.aki.hex(':')}")
+    if child.aia_ca_issuers:
+        hints.append(f"AIA {child.aia_ca_issuers[0]}")
+    return ", " + ", ".join(hints) if hints else ""
+
+
+def _unknown_issuer(child: CertInfo, *, is_leaf: bool) -> Problem:
+    """The issuer of `child` is nowhere: not in the bundle, the presented chain or the store."""
+    key = f", key id {child.aki.hex(':')}" if child.aki else ""
+    aia = f"; its AIA URL is {child.aia_ca_issuers[0]}" if child.aia_ca_issuers else "; it has no AIA URL"
+    if is_leaf:
+        code, word, hint = Code.MISSING_INTERMEDIATE, "intermediate", "the CA that issued it"
+    else:
+        # An intermediate's unknown issuer is most often a private root; say that we are guessing.
+        code, word, hint = Code.MISSING_ROOT, "root", "a root, or another intermediate"
+    return Problem(
+        code,
+        Severity.ERROR,
+        f"the bundle lacks the {word} that issued {child.subject}: issuer {child.issuer}{key}"
+        f" ({hint}) was found neither in the bundle nor elsewhere{aia}",
+        child.issuer,
+    )
+
+
+def _signature_explanations(search: Search, dead_end: Path) -> list[Problem]:
+    top = dead_end[-1].cert
+    return [
+        Problem(
+            Code.PATH_INVALID,
+            Severity.ERROR,
+            f"{candidate.subject} has the issuer's name but did not sign {child.subject}: {why}",
+            candidate.subject,
+        )
+        for child, candidate, why in search.bad_signatures
+        if child == top
+    ]
+
+
+def _path_notes(chosen: Path, others: Sequence[tuple[Path, list[Problem]]]) -> list[str]:
+    names = " -> ".join(link.cert.subject for link in chosen)
+    notes = [f"path: {names}"]
+    for path, problems in others:
+        if path == chosen:
+            continue
+        reason = next((p.message for p in problems if p.severity is Severity.ERROR), "valid")
+        notes.append(f"alternative path via {path[-1].cert.subject} not chosen ({reason})")
+    return notes

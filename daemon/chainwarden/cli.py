@@ -1,0 +1,204 @@
+"""Command line: run, check, fix, fetch-chain, inspect. Exit codes follow Nagios: 0 ok, 1 warn, 2 error, 3 could not run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from . import __version__
+from .config import Config, ConfigError, load_config
+
+EXIT_OK, EXIT_WARNING, EXIT_ERROR, EXIT_UNKNOWN = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    """Bad command-line input: exit 3 with the message."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors; Nagios wants 3
+        return EXIT_UNKNOWN if exc.code not in (0, None) else EXIT_OK
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return EXIT_UNKNOWN
+    try:
+        config = load_config(args.config)
+        return int(args.handler(args, config))
+    except (ConfigError, UsageError) as exc:
+        print(f"chainwarden: {exc}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    except KeyboardInterrupt:
+        return EXIT_UNKNOWN
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chainwarden",
+        description="Keep Windchill+ connection trust bundles complete.",
+    )
+    parser.add_argument("--version", action="version", version=f"chainwarden {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", metavar="FILE", help="the daemon's TOML configuration (defaults without it)")
+        return p
+
+    check = add("check", "verify connection bundles (or one bundle) against the endpoint's chain")
+    check.add_argument("files", nargs="*", metavar="CONNECTIONS.json")
+    check.add_argument("--connection", metavar="NAME", help="only this connection")
+    check.add_argument("--offline", action="store_true", help="do not probe endpoints")
+    check.add_argument("--bundle", metavar="BUNDLE", help="check one bundle instead of connection files")
+    check.add_argument("--chain", metavar="PRESENTED.pem", help="the endpoint's presented chain, leaf first")
+    check.add_argument("--host", metavar="NAME", help="the name the endpoint's certificate must carry")
+    check.add_argument("--at", metavar="ISO8601", help="evaluate at this moment, or 'apply_at' (each file's)")
+    check.add_argument("--format", choices=("text", "json"), default="text")
+    check.set_defaults(handler=_cmd_check)
+
+    fix = add("fix", "complete bundles and write a resubmission JSON with a bumped apply_at")
+    fix.add_argument("files", nargs="+", metavar="CONNECTIONS.json")
+    fix.add_argument("--connection", metavar="NAME")
+    fix.add_argument("--outbox", metavar="DIR", help="where to write (default: [regenerate] outbox)")
+    fix.add_argument("--write", action="store_true", help="write the files (default: show the plan)")
+    fix.add_argument("--offline", action="store_true", help="do not probe endpoints (use leaves in bundles)")
+    fix.add_argument("--format", choices=("text", "json"), default="text")
+    fix.set_defaults(handler=_cmd_fix)
+
+    fetch = add("fetch-chain", "print the chain an endpoint presents, as PEM (leaf first)")
+    fetch.add_argument("target", metavar="HOST[:PORT]")
+    fetch.add_argument("--servername", metavar="NAME", help="SNI name (default: HOST)")
+    fetch.add_argument("--timeout", type=float, metavar="SECONDS")
+    fetch.set_defaults(handler=_cmd_fetch_chain)
+
+    inspect = add("inspect", "list every block of a bundle: role, subject, issuer, expiry, fingerprint")
+    inspect.add_argument("bundle", metavar="BUNDLE")
+    inspect.add_argument("--format", choices=("text", "json"), default="text")
+    inspect.set_defaults(handler=_cmd_inspect)
+
+    run = add("run", "run the daemon: watch, re-verify, export metrics")
+    run.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    run.add_argument("--once", action="store_true", help="one verification pass, then exit")
+    run.set_defaults(handler=_cmd_run)
+    return parser
+
+
+def parse_moment(text: str) -> datetime:
+    from .connections import parse_apply_at
+
+    try:
+        return parse_apply_at(text)
+    except ValueError as exc:
+        raise UsageError(f"--at {text}: {exc}") from None
+
+
+def _cmd_check(args: argparse.Namespace, config: Config) -> int:
+    from .checker import evaluate_pass, probe_connections, read_inputs, selected
+    from .render import results_json, results_text
+    from .report import overall_exit_code
+
+    at_apply = args.at == "apply_at"
+    now = datetime.now(UTC) if args.at is None or at_apply else parse_moment(args.at)
+    if args.bundle:
+        if args.files:
+            raise UsageError("give either connection files or --bundle, not both")
+        results = [_check_one_bundle(args, config, now)]
+    else:
+        if not args.files:
+            raise UsageError("check needs CONNECTIONS.json files, or --bundle BUNDLE")
+        if args.chain or args.host:
+            raise UsageError("--chain and --host go with --bundle")
+        inputs = read_inputs(args.files, now=now)
+        connections = selected(inputs, args.connection)
+        if args.connection and not connections:
+            raise UsageError(f"no connection named {args.connection!r} in {', '.join(args.files)}")
+        presented = {}
+        if not args.offline and config.verify_probe:
+            presented = probe_connections(connections, config)
+        results = evaluate_pass(
+            inputs, presented, now, config, connection_name=args.connection, at_apply=at_apply
+        )
+    print(results_json(results) if args.format == "json" else results_text(results), end="" if args.format == "text" else "\n")
+    return overall_exit_code(results)
+
+
+def _check_one_bundle(args: argparse.Namespace, config: Config, now: datetime):  # type: ignore[no-untyped-def]
+    from .bundle import read_bundle_file
+    from .engine import Presented, Target, evaluate, finish_shared_bundles
+    from .roots import load_root_store
+
+    presented = None
+    if args.chain:
+        chain_reading = read_bundle_file(args.chain)
+        if not chain_reading.readable or not chain_reading.certificates():
+            reasons = "; ".join(p.message for p in chain_reading.problems) or "no certificate in it"
+            raise UsageError(f"--chain {args.chain}: {reasons}")
+        presented = Presented(chain_reading.certificates(), "file")
+    evaluation = evaluate(
+        Target(None, None, args.host, args.host, args.bundle),
+        read_bundle_file(args.bundle),
+        presented,
+        now,
+        store=load_root_store(config.verify_trusted_roots),
+        warn_days=config.verify_warn_days,
+    )
+    return finish_shared_bundles([evaluation])[0]
+
+
+def _cmd_fetch_chain(args: argparse.Namespace, config: Config) -> int:
+    from .probe import parse_target, probe
+    from .report import iso_utc
+
+    try:
+        host, port = parse_target(args.target)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    result = probe(host, port, servername=args.servername, timeout=args.timeout or config.verify_timeout)
+    if not result.ok:
+        print(f"chainwarden: {result.error}", file=sys.stderr)
+        return EXIT_ERROR
+    import warnings
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    for index, der in enumerate(result.chain):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cert = x509.load_der_x509_certificate(der)
+            print(f"# {index}: subject {cert.subject.rfc4514_string()}", file=sys.stderr)
+            print(f"#    issuer {cert.issuer.rfc4514_string()}, expires {iso_utc(cert.not_valid_after_utc)}", file=sys.stderr)
+            sys.stdout.write(cert.public_bytes(Encoding.PEM).decode())
+        except ValueError as exc:
+            print(f"# {index}: unreadable certificate: {exc}", file=sys.stderr)
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def _cmd_inspect(args: argparse.Namespace, config: Config) -> int:
+    from .inspect import inspect_bundle
+
+    return inspect_bundle(args.bundle, args.format)
+
+
+def _cmd_fix(args: argparse.Namespace, config: Config) -> int:
+    from .fixcli import run_fix
+
+    return run_fix(args, config)
+
+
+def _cmd_run(args: argparse.Namespace, config: Config) -> int:
+    from .service import run_service
+
+    return run_service(args, config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

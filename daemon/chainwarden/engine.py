@@ -1,0 +1,393 @@
+"""The pure evaluation: connection + bundle reading + presented chain + clock -> Result."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from cryptography import x509
+
+from .bundle import BundleReading
+from .certinfo import CertInfo, describe
+from .chain import Diagnosis, Inputs, Link, diagnose, is_self_signed
+from .pathcheck import expiring_soon, hostname_problems
+from .report import ChainEntry, Code, Problem, Result, Role, Severity, Source
+from .roots import RootStore
+
+
+@dataclass(frozen=True, slots=True)
+class Presented:
+    """What we know of the endpoint's chain, and how we know it."""
+
+    chain: tuple[x509.Certificate, ...]  # leaf first
+    origin: str  # "probe", "file" (--chain), "cache" (last good probe)
+    probe_error: str | None = None  # set when a live probe failed (origin is then "cache" or chain is empty)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Who the result is about (for the report), and the name the leaf must carry."""
+
+    file: str | None
+    connection: str | None
+    endpoint: str | None
+    hostname: str | None
+    bundle_path: str | None
+    connection_problems: tuple[Problem, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """A Result plus what the bundle-sharing pass needs to finish it."""
+
+    result: Result
+    related: frozenset[str]  # bundle certificates this connection's paths use
+    bundle_path: str | None
+    bundle_certs: tuple[CertInfo, ...]
+    leaf_sha256: str | None
+
+
+def evaluate(
+    target: Target,
+    bundle: BundleReading,
+    presented: Presented | None,
+    now: datetime,
+    *,
+    store: RootStore | None = None,
+    warn_days: int = 30,
+    client_chain: BundleReading | None = None,
+) -> Evaluation:
+    problems: list[Problem] = list(target.connection_problems) + list(bundle.problems)
+    notes: list[str] = []
+    consumer = tuple(describe(c) for c in bundle.certificates(consumer_only=True))
+    everything = tuple(describe(c) for c in bundle.certificates())
+    consumer_shas = {c.sha256 for c in consumer}
+    hidden = tuple(c for c in everything if c.sha256 not in consumer_shas)
+    inputs = Inputs(
+        bundle=consumer,
+        hidden=hidden,
+        presented=tuple(describe(c) for c in (presented.chain[1:] if presented else ())),
+        store=store.roots if store else (),
+        store_name=store.name if store else "the trusted root store",
+    )
+
+    leaf, leaf_source = _choose_leaf(presented, everything, target.hostname)
+    problems.extend(_endpoint_problems(presented, leaf, leaf_source))
+    if client_chain is not None:
+        problems.extend(client_cert_problems(client_chain, now, warn_days))
+
+    if leaf is None:
+        diagnosis = _structural(inputs, now, warn_days)
+        if bundle.readable and everything:
+            problems.append(
+                Problem(
+                    Code.ENDPOINT_NOT_VERIFIED,
+                    Severity.WARNING,
+                    "no endpoint certificate was available (offline, and none in the bundle): "
+                    "only the bundle's own structure was checked, not the endpoint itself",
+                )
+            )
+    else:
+        diagnosis = _diagnose_leaf(leaf, leaf_source, inputs, now, target.hostname, warn_days)
+        if leaf.sha256 in {c.sha256 for c in everything}:
+            problems.append(
+                Problem(
+                    Code.LEAF_IN_BUNDLE,
+                    Severity.INFO,
+                    f"the bundle contains the endpoint's own certificate {leaf.subject}; "
+                    "optional, but it must be replaced whenever the endpoint renews it",
+                    leaf.subject,
+                )
+            )
+    problems.extend(diagnosis.problems)
+    notes.extend(diagnosis.notes)
+
+    if bundle.readable and everything:
+        path_shas = {link.cert.sha256 for link in diagnosis.path}
+        problems.extend(_unused_expired(everything, path_shas, now))
+        problems.extend(_order_problems(diagnosis, bundle, leaf))
+
+    chain = tuple(_entry(link, i, len(diagnosis.path), leaf is not None) for i, link in enumerate(diagnosis.path))
+    result = Result(
+        file=target.file,
+        connection=target.connection,
+        endpoint=target.endpoint,
+        bundle=target.bundle_path,
+        problems=tuple(_dedupe(problems)),
+        chain=chain,
+        bundle_certificates=tuple(_bundle_entry(c) for c in everything),
+        complete=diagnosis.complete and bundle.readable,
+        endpoint_verified=leaf is not None and leaf_source is Source.ENDPOINT,
+        probe_ok=None if presented is None or presented.origin == "file" else presented.probe_error is None,
+        notes=tuple(notes),
+    )
+    return Evaluation(
+        result=result,
+        related=diagnosis.related | ({leaf.sha256} if leaf else set()),
+        bundle_path=target.bundle_path,
+        bundle_certs=everything,
+        leaf_sha256=leaf.sha256 if leaf else None,
+    )
+
+
+def finish_shared_bundles(evaluations: Sequence[Evaluation]) -> list[Result]:
+    """Add `unrelated_certificate` once every connection sharing a bundle is known."""
+    used: dict[str, set[str]] = {}
+    for ev in evaluations:
+        if ev.bundle_path is not None:
+            used.setdefault(ev.bundle_path, set()).update(ev.related)
+    results = []
+    for ev in evaluations:
+        extra = []
+        if ev.bundle_path is not None:
+            related = used[ev.bundle_path]
+            for cert in ev.bundle_certs:
+                if cert.sha256 in related:
+                    continue
+                if any(p.code is Code.UNUSED_EXPIRED_CERTIFICATE and p.certificate == cert.subject for p in ev.result.problems):
+                    continue
+                extra.append(
+                    Problem(
+                        Code.UNRELATED_CERTIFICATE,
+                        Severity.WARNING,
+                        f"{cert.subject} is in the bundle but on no path of any connection using it; "
+                        "it widens this connection's trust for nothing",
+                        cert.subject,
+                    )
+                )
+        results.append(replace(ev.result, problems=ev.result.problems + tuple(extra)) if extra else ev.result)
+    return results
+
+
+def _choose_leaf(
+    presented: Presented | None, bundle: Sequence[CertInfo], hostname: str | None
+) -> tuple[CertInfo | None, Source]:
+    if presented is not None and presented.chain:
+        return describe(presented.chain[0]), Source.ENDPOINT
+    end_entities = [c for c in bundle if c.is_end_entity]
+    if hostname:
+        matching = [c for c in end_entities if not hostname_problems(c, hostname)]
+        if matching:
+            return max(matching, key=lambda c: c.not_after), Source.BUNDLE
+    if len(end_entities) == 1:
+        return end_entities[0], Source.BUNDLE
+    return None, Source.BUNDLE
+
+
+def _endpoint_problems(
+    presented: Presented | None, leaf: CertInfo | None, leaf_source: Source
+) -> list[Problem]:
+    if presented is None or presented.probe_error is None:
+        if leaf is not None and leaf_source is Source.BUNDLE:
+            return [
+                Problem(
+                    Code.ENDPOINT_NOT_VERIFIED,
+                    Severity.INFO,
+                    f"checked against the leaf {leaf.subject} found in the bundle, "
+                    "not against a live probe of the endpoint",
+                    leaf.subject,
+                )
+            ]
+        return []
+    fallback = {
+        "cache": "the bundle was checked against the last chain the endpoint presented",
+    }.get(presented.origin if presented.chain else "", "")
+    if not fallback and leaf is not None:
+        fallback = "the bundle was checked against the leaf it contains"
+    severity = Severity.WARNING if leaf is not None else Severity.ERROR
+    suffix = f"; {fallback}" if fallback else "; the endpoint's chain is unknown"
+    return [Problem(Code.ENDPOINT_UNREACHABLE, severity, f"{presented.probe_error}{suffix}")]
+
+
+def _diagnose_leaf(
+    leaf: CertInfo,
+    leaf_source: Source,
+    inputs: Inputs,
+    now: datetime,
+    hostname: str | None,
+    warn_days: int,
+) -> Diagnosis:
+    if is_self_signed(leaf) and not leaf.is_ca:
+        return _self_signed_leaf(leaf, leaf_source, inputs, now, hostname, warn_days)
+    return diagnose(Link(leaf, leaf_source), inputs, now, hostname=hostname, warn_days=warn_days)
+
+
+def _self_signed_leaf(
+    leaf: CertInfo,
+    leaf_source: Source,
+    inputs: Inputs,
+    now: datetime,
+    hostname: str | None,
+    warn_days: int,
+) -> Diagnosis:
+    """A self-signed endpoint certificate is its own root: only trusted if the bundle holds it."""
+    from .pathcheck import validity_problems
+
+    problems = validity_problems([leaf], now, hostname=hostname, leaf_is_endpoint=True)
+    in_bundle = leaf.sha256 in {c.sha256 for c in inputs.bundle}
+    if not in_bundle:
+        problems.insert(
+            0,
+            Problem(
+                Code.MISSING_ROOT,
+                Severity.ERROR,
+                f"the endpoint presents the self-signed certificate {leaf.subject}; "
+                "the bundle must contain that exact certificate",
+                leaf.subject,
+            ),
+        )
+    problems.extend(expiring_soon([leaf], now, warn_days))
+    valid = in_bundle and not any(p.severity is Severity.ERROR for p in problems)
+    return Diagnosis((Link(leaf, leaf_source),), tuple(problems), in_bundle, valid, frozenset({leaf.sha256}), ())
+
+
+def _structural(inputs: Inputs, now: datetime, warn_days: int) -> Diagnosis:
+    """No leaf: every CA certificate in the bundle must chain to a self-signed root in it."""
+    bundle = inputs.bundle + inputs.hidden
+    if not bundle:
+        return Diagnosis((), (), False, False, frozenset(), ())
+    issuers = {c.issuer_key for c in bundle if not c.self_issued}
+    bottoms = [c for c in bundle if c.subject_key not in issuers and not is_self_signed(c)]
+    if not bottoms:
+        bottoms = [c for c in bundle if is_self_signed(c)][:1] or [bundle[0]]
+    problems: list[Problem] = []
+    notes: list[str] = []
+    related: set[str] = set()
+    diagnoses = [
+        diagnose(
+            Link(bottom, Source.BUNDLE), inputs, now, hostname=None, warn_days=warn_days, leaf_is_endpoint=False
+        )
+        for bottom in bottoms
+    ]
+    for d in diagnoses:
+        problems.extend(d.problems)
+        notes.extend(d.notes)
+        related |= d.related
+    complete = all(d.complete for d in diagnoses)
+    return Diagnosis(diagnoses[0].path, tuple(problems), complete, False, frozenset(related), tuple(notes))
+
+
+def _unused_expired(bundle: Sequence[CertInfo], on_path: set[str], now: datetime) -> list[Problem]:
+    return [
+        Problem(
+            Code.UNUSED_EXPIRED_CERTIFICATE,
+            Severity.WARNING,
+            f"{cert.subject} in the bundle expired on {cert.not_after:%Y-%m-%d} and is not on the path; remove it",
+            cert.subject,
+        )
+        for cert in bundle
+        if cert.not_after < now and cert.sha256 not in on_path
+    ]
+
+
+def _order_problems(diagnosis: Diagnosis, bundle: BundleReading, leaf: CertInfo | None) -> list[Problem]:
+    """The documented order: intermediates nearest the leaf first, then the root, then the leaf."""
+    positions = {}
+    for index, cert in enumerate(bundle.certificates()):
+        positions.setdefault(describe(cert).sha256, index)
+    wanted = [link.cert.sha256 for link in diagnosis.path[1:] if link.source is Source.BUNDLE]
+    if leaf is not None and leaf.sha256 in positions:
+        wanted.append(leaf.sha256)
+    actual = [positions[s] for s in wanted if s in positions]
+    if actual == sorted(actual):
+        return []
+    return [
+        Problem(
+            Code.WRONG_ORDER,
+            Severity.WARNING,
+            "the bundle is not in the documented order (intermediates nearest the leaf first, "
+            "then the root, then optionally the leaf)",
+        )
+    ]
+
+
+def client_cert_problems(reading: BundleReading, now: datetime, warn_days: int) -> list[Problem]:
+    """A client_cert keycertchain: key, client certificate, its CA chain. Keys are only counted."""
+    label = f"client certificate file {reading.path}"
+    if not reading.readable:
+        return [
+            Problem(Code.CLIENT_CERT_INVALID, Severity.ERROR, f"{label}: {p.message}")
+            for p in reading.problems
+            if p.code is Code.BUNDLE_UNREADABLE
+        ]
+    out: list[Problem] = []
+    certs = [describe(c) for c in reading.certificates()]
+    if reading.private_key_count != 1:
+        out.append(
+            Problem(
+                Code.CLIENT_CERT_INVALID,
+                Severity.ERROR,
+                f"{label}: holds {reading.private_key_count} private keys, expected exactly one",
+            )
+        )
+    client = next((c for c in certs if c.is_end_entity), certs[0] if certs else None)
+    if client is None:
+        out.append(Problem(Code.CLIENT_CERT_INVALID, Severity.ERROR, f"{label}: holds no certificate"))
+        return out
+    for cert in certs:
+        if now > cert.not_after:
+            out.append(
+                Problem(Code.EXPIRED, Severity.ERROR, f"{label}: {cert.subject} expired on {cert.not_after:%Y-%m-%d}", cert.subject)
+            )
+    out.extend(
+        replace(p, message=f"{label}: {p.message}") for p in expiring_soon([client], now, warn_days)
+    )
+    from .chain import Pool, find_paths
+
+    search = find_paths(Link(client, Source.BUNDLE), Pool(Link(c, Source.BUNDLE) for c in certs))
+    if len(certs) > 1 and not search.complete and not any(len(p) > 1 for p in search.dead_ends):
+        out.append(
+            Problem(
+                Code.CLIENT_CERT_INVALID,
+                Severity.WARNING,
+                f"{label}: the CA certificates in it do not certify the client certificate {client.subject}",
+                client.subject,
+            )
+        )
+    return out
+
+
+def _entry(link: Link, index: int, length: int, has_leaf: bool) -> ChainEntry:
+    if index == 0 and has_leaf and length > 1:
+        role = Role.LEAF
+    elif index == length - 1 and is_self_signed(link.cert):
+        role = Role.ROOT
+    elif index == 0 and has_leaf:
+        role = Role.LEAF
+    else:
+        role = Role.INTERMEDIATE
+    return _chain_entry(link.cert, role, link.source)
+
+
+def _bundle_entry(cert: CertInfo) -> ChainEntry:
+    if cert.is_end_entity:
+        role = Role.LEAF
+    elif is_self_signed(cert):
+        role = Role.ROOT
+    else:
+        role = Role.INTERMEDIATE
+    return _chain_entry(cert, role, Source.BUNDLE)
+
+
+def _chain_entry(cert: CertInfo, role: Role, source: Source) -> ChainEntry:
+    return ChainEntry(
+        role=role,
+        subject=cert.subject,
+        issuer=cert.issuer,
+        not_before=cert.not_before,
+        not_after=cert.not_after,
+        sha256=cert.sha256,
+        source=source,
+    )
+
+
+def _dedupe(problems: Sequence[Problem]) -> list[Problem]:
+    seen = set()
+    out = []
+    for p in problems:
+        key = (p.code, p.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out

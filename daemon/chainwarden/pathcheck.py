@@ -1,0 +1,288 @@
+"""Validity rules for one candidate path, as lenient as the JVM's PKIX validator and no more."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from .certinfo import CertInfo, is_ip_literal, rsa_key_bits, signature_hash_name
+from .report import Code, Problem, Severity
+
+SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH.dotted_string
+ANY_EKU = "2.5.29.37.0"
+WEAK_HASHES = frozenset({"md2", "md5"})
+
+
+def validity_problems(
+    path: Sequence[CertInfo], now: datetime, *, hostname: str | None, leaf_is_endpoint: bool
+) -> list[Problem]:
+    """Errors that make this path unusable at `now` (empty list: the path validates)."""
+    problems: list[Problem] = []
+    for position, cert in enumerate(path):
+        problems.extend(_time_problems(cert, now, _role_word(position, len(path))))
+        problems.extend(_algorithm_problems(cert, is_anchor=position == len(path) - 1))
+        if cert.extension_error:
+            problems.append(
+                _invalid(cert, f"certificate {cert.subject}: unreadable extension: {cert.extension_error}")
+            )
+        if cert.unknown_critical and position < len(path) - 1:
+            oids = ", ".join(cert.unknown_critical)
+            problems.append(
+                _invalid(cert, f"certificate {cert.subject}: unrecognised critical extension {oids}")
+            )
+    problems.extend(_ca_problems(path))
+    problems.extend(_name_constraint_problems(path))
+    if leaf_is_endpoint and len(path) > 1:
+        problems.extend(_leaf_usage_problems(path[0]))
+    if hostname and leaf_is_endpoint:
+        problems.extend(hostname_problems(path[0], hostname))
+    return problems
+
+
+def _role_word(position: int, length: int) -> str:
+    if position == 0 and length > 1:
+        return "leaf"
+    return "root" if position == length - 1 else "intermediate"
+
+
+def _time_problems(cert: CertInfo, now: datetime, role: str) -> list[Problem]:
+    if now > cert.not_after:
+        return [
+            Problem(
+                Code.EXPIRED,
+                Severity.ERROR,
+                f"{role} {cert.subject} expired on {_day(cert.not_after)}",
+                cert.subject,
+            )
+        ]
+    if now < cert.not_before:
+        return [
+            Problem(
+                Code.NOT_YET_VALID,
+                Severity.ERROR,
+                f"{role} {cert.subject} is not valid before {_day(cert.not_before)}",
+                cert.subject,
+            )
+        ]
+    return []
+
+
+def expiring_soon(
+    path: Sequence[CertInfo], now: datetime, warn_days: int
+) -> list[Problem]:
+    horizon = now + timedelta(days=warn_days)
+    out = []
+    for position, cert in enumerate(path):
+        if now <= cert.not_after <= horizon:
+            days = (cert.not_after - now).days
+            role = _role_word(position, len(path))
+            out.append(
+                Problem(
+                    Code.EXPIRING_SOON,
+                    Severity.WARNING,
+                    f"{role} {cert.subject} expires on {_day(cert.not_after)} (in {days} days)",
+                    cert.subject,
+                )
+            )
+    return out
+
+
+def _algorithm_problems(cert: CertInfo, *, is_anchor: bool) -> list[Problem]:
+    if is_anchor:
+        return []  # a trust anchor's own signature is never checked by PKIX validators
+    out = []
+    hash_name = signature_hash_name(cert.cert)
+    if hash_name in WEAK_HASHES:
+        out.append(
+            Problem(
+                Code.WEAK_ALGORITHM,
+                Severity.ERROR,
+                f"certificate {cert.subject} is signed with {hash_name.upper()}, which the JVM rejects",
+                cert.subject,
+            )
+        )
+    elif hash_name == "sha1":
+        out.append(
+            Problem(
+                Code.WEAK_ALGORITHM,
+                Severity.WARNING,
+                f"certificate {cert.subject} is signed with SHA-1; "
+                "the JVM rejects it under publicly trusted roots",
+                cert.subject,
+            )
+        )
+    bits = rsa_key_bits(cert.cert)
+    if bits is not None and bits < 1024:
+        out.append(
+            Problem(
+                Code.WEAK_ALGORITHM,
+                Severity.ERROR,
+                f"certificate {cert.subject} has a {bits}-bit RSA key, which the JVM rejects",
+                cert.subject,
+            )
+        )
+    return out
+
+
+def _ca_problems(path: Sequence[CertInfo]) -> list[Problem]:
+    """basicConstraints, keyUsage and pathLenConstraint of every issuing certificate."""
+    out = []
+    for position in range(1, len(path)):
+        issuer = path[position]
+        is_anchor = position == len(path) - 1
+        if issuer.basic_ca is False or (issuer.basic_ca is None and not is_anchor):
+            out.append(
+                _invalid(
+                    issuer,
+                    f"{issuer.subject} issued {path[position - 1].subject} "
+                    "but is not a CA (basicConstraints CA:TRUE missing)",
+                )
+            )
+        if issuer.key_cert_sign is False:
+            out.append(
+                _invalid(issuer, f"{issuer.subject} is not allowed to sign certificates (keyUsage lacks keyCertSign)")
+            )
+        if issuer.path_length is not None:
+            # Intermediates below this issuer, not counting self-issued ones (RFC 5280 6.1.4).
+            below = sum(1 for c in path[1:position] if not c.self_issued)
+            if below > issuer.path_length:
+                out.append(
+                    _invalid(
+                        issuer,
+                        f"{issuer.subject} allows {issuer.path_length} intermediate(s) below it "
+                        f"(pathLenConstraint) but the path has {below}",
+                    )
+                )
+    return out
+
+
+def _leaf_usage_problems(leaf: CertInfo) -> list[Problem]:
+    if leaf.eku is not None and SERVER_AUTH not in leaf.eku and ANY_EKU not in leaf.eku:
+        return [_invalid(leaf, f"leaf {leaf.subject} is not valid for TLS servers (extendedKeyUsage lacks serverAuth)")]
+    return []
+
+
+def hostname_problems(leaf: CertInfo, hostname: str) -> list[Problem]:
+    if matches_hostname(leaf, hostname):
+        return []
+    names = list(leaf.dns_names) + list(leaf.ip_addresses)
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    if not names:
+        shown = "CN " + ", ".join(leaf.common_names) if leaf.common_names else "no names"
+    return [
+        Problem(
+            Code.HOSTNAME_MISMATCH,
+            Severity.ERROR,
+            f"leaf {leaf.subject} is not valid for {hostname} (it names {shown})",
+            leaf.subject,
+        )
+    ]
+
+
+def matches_hostname(leaf: CertInfo, hostname: str) -> bool:
+    host = hostname.rstrip(".").lower()
+    if is_ip_literal(host):
+        wanted = ipaddress.ip_address(host)
+        return any(ipaddress.ip_address(ip) == wanted for ip in leaf.ip_addresses)
+    # The JVM falls back to the subject CN only when the certificate has no DNS names.
+    names = leaf.dns_names if leaf.dns_names else (() if leaf.ip_addresses else leaf.common_names)
+    return any(_dns_match(pattern, host) for pattern in names)
+
+
+def _dns_match(pattern: str, host: str) -> bool:
+    pattern = pattern.rstrip(".").lower()
+    if pattern == host:
+        return True
+    if not pattern.startswith("*."):
+        return False
+    suffix = pattern[1:]
+    if suffix.count(".") < 2:  # "*.com" style wildcards never match
+        return False
+    head, _, rest = host.partition(".")
+    return bool(head) and "." + rest == suffix
+
+
+def _name_constraint_problems(path: Sequence[CertInfo]) -> list[Problem]:
+    out = []
+    for position in range(1, len(path)):
+        constraints = path[position].name_constraints
+        if constraints is None:
+            continue
+        for subordinate in path[:position]:
+            reason = _violation(constraints, subordinate)
+            if reason:
+                out.append(
+                    _invalid(
+                        subordinate,
+                        f"{subordinate.subject} violates the name constraints of "
+                        f"{path[position].subject}: {reason}",
+                    )
+                )
+    return out
+
+
+def _violation(constraints: x509.NameConstraints, cert: CertInfo) -> str | None:
+    dns_names = list(cert.dns_names)
+    if not dns_names and not cert.ip_addresses and cert.is_end_entity:
+        dns_names = [cn for cn in cert.common_names if "." in cn and " " not in cn]
+    for dns in dns_names:
+        if _dns_excluded(constraints, dns):
+            return f"DNS name {dns} is excluded"
+        if not _dns_permitted(constraints, dns):
+            return f"DNS name {dns} is not within the permitted names"
+    for ip in cert.ip_addresses:
+        address = ipaddress.ip_address(ip)
+        excluded = _ip_subtrees(constraints.excluded_subtrees)
+        permitted = _ip_subtrees(constraints.permitted_subtrees)
+        if any(address in net for net in excluded):
+            return f"IP address {ip} is excluded"
+        if permitted is not None and not any(address in net for net in permitted):
+            return f"IP address {ip} is not within the permitted ranges"
+    return None
+
+
+def _dns_subtrees(subtrees: list[x509.GeneralName] | None) -> list[str] | None:
+    if subtrees is None:
+        return None
+    names = [g.value.lower().lstrip(".") for g in subtrees if isinstance(g, x509.DNSName)]
+    return names if any(isinstance(g, x509.DNSName) for g in subtrees) else None
+
+
+def _in_dns_subtree(name: str, base: str) -> bool:
+    name = name.lower().rstrip(".")
+    if name.startswith("*."):
+        name = name[2:]
+    return base == "" or name == base or name.endswith("." + base)
+
+
+def _dns_permitted(constraints: x509.NameConstraints, dns: str) -> bool:
+    permitted = _dns_subtrees(constraints.permitted_subtrees)
+    return permitted is None or any(_in_dns_subtree(dns, base) for base in permitted)
+
+
+def _dns_excluded(constraints: x509.NameConstraints, dns: str) -> bool:
+    excluded = _dns_subtrees(constraints.excluded_subtrees) or []
+    return any(_in_dns_subtree(dns, base) for base in excluded)
+
+
+def _ip_subtrees(
+    subtrees: list[x509.GeneralName] | None,
+) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network] | None:
+    if subtrees is None:
+        return None
+    nets = [g.value for g in subtrees if isinstance(g, x509.IPAddress)]
+    if not any(isinstance(g, x509.IPAddress) for g in subtrees):
+        return None
+    return [n for n in nets if isinstance(n, ipaddress.IPv4Network | ipaddress.IPv6Network)]
+
+
+def _invalid(cert: CertInfo, message: str) -> Problem:
+    return Problem(Code.PATH_INVALID, Severity.ERROR, message, cert.subject)
+
+
+def _day(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")

@@ -1,0 +1,334 @@
+"""Path building and diagnosis on generated PKIs: every path-level problem code."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+
+from chainwarden import pkigen
+from chainwarden.certinfo import describe
+from chainwarden.chain import Inputs, Link, diagnose
+from chainwarden.report import Code, Severity, Source
+
+NOW = pkigen.EPOCH + dt.timedelta(days=10)
+HOST = "erp.example.test"
+
+
+def run(leaf, bundle, presented=(), store=(), now=NOW, hostname=HOST, warn_days=30):
+    inputs = Inputs(
+        bundle=tuple(describe(c.cert) for c in bundle),
+        presented=tuple(describe(c.cert) for c in presented),
+        store=tuple(describe(c.cert) for c in store),
+    )
+    return diagnose(Link(describe(leaf.cert), Source.ENDPOINT), inputs, now, hostname=hostname, warn_days=warn_days)
+
+
+def codes(diagnosis):
+    return {p.code for p in diagnosis.problems}
+
+
+def test_complete_bundle_is_valid(pki):
+    """Intermediate plus root in the bundle: complete, valid, no problems, path leaf->int->root."""
+    d = run(pki.leaf, [pki.intermediate, pki.root])
+    assert d.complete and d.valid
+    assert d.problems == ()
+    assert [link.cert.subject for link in d.path] == [
+        describe(c.cert).subject for c in (pki.leaf, pki.intermediate, pki.root)
+    ]
+
+
+def test_missing_intermediate_explained_from_presented_chain(pki):
+    """A bundle with only the root lacks the intermediate the endpoint presents."""
+    d = run(pki.leaf, [pki.root], presented=[pki.intermediate])
+    assert not d.complete
+    missing = [p for p in d.problems if p.code is Code.MISSING_INTERMEDIATE]
+    assert len(missing) == 1 and "endpoint presents it" in missing[0].message
+    assert "Issuing CA 1" in missing[0].message
+
+
+def test_missing_intermediate_without_any_source_names_issuer_and_aia():
+    """Nothing anywhere: the message names the leaf's issuer, key id and AIA URL."""
+    root = pkigen.make_root("Lonely Root")
+    inter = pkigen.make_intermediate("Lonely Issuing CA", root)
+    leaf = pkigen.make_leaf([HOST], inter, aia_url="http://aia.example.test/issuing.der")
+    d = run(leaf, [root])
+    missing = [p for p in d.problems if p.code is Code.MISSING_INTERMEDIATE]
+    assert missing and "http://aia.example.test/issuing.der" in missing[0].message
+    assert "key id" in missing[0].message and "Lonely Issuing CA" in missing[0].message
+    assert not d.complete
+
+
+def test_missing_root_found_in_store(pki):
+    """Only the intermediate in the bundle: the root is missing, and the store knows it."""
+    d = run(pki.leaf, [pki.intermediate], store=[pki.root])
+    assert codes(d) == {Code.MISSING_ROOT}
+    assert "trusted root store" in d.problems[0].message
+
+
+def test_missing_root_unknown_anywhere(pki):
+    """Only the intermediate and no store: the unknown issuer of an intermediate is reported as a root."""
+    d = run(pki.leaf, [pki.intermediate])
+    assert Code.MISSING_ROOT in codes(d) and not d.complete
+
+
+def test_root_presented_by_endpoint_still_missing(pki):
+    """A root the endpoint sends does not make the bundle complete."""
+    d = run(pki.leaf, [pki.intermediate], presented=[pki.intermediate, pki.root])
+    assert Code.MISSING_ROOT in codes(d) and not d.complete
+
+
+def test_expired_intermediate():
+    """An expired intermediate in the bundle makes the path invalid with `expired` naming it."""
+    root = pkigen.make_root("Exp Root")
+    inter = pkigen.make_intermediate("Exp Issuing", root, not_after=NOW - dt.timedelta(days=1))
+    leaf = pkigen.make_leaf([HOST], inter, not_after=NOW + dt.timedelta(days=200))
+    d = run(leaf, [inter, root])
+    assert d.complete and not d.valid
+    expired = [p for p in d.problems if p.code is Code.EXPIRED]
+    assert expired and expired[0].certificate and "Exp Issuing" in expired[0].certificate
+
+
+def test_not_yet_valid_leaf(pki):
+    """Evaluated before the leaf's notBefore: not_yet_valid."""
+    d = run(pki.leaf, [pki.intermediate, pki.root], now=pkigen.EPOCH - dt.timedelta(days=60))
+    assert Code.NOT_YET_VALID in codes(d)
+
+
+def test_expiring_soon_is_a_warning(pki):
+    """Twenty days before the leaf expires, expiring_soon (warning) with the days left."""
+    now = pki.leaf.cert.not_valid_after_utc - dt.timedelta(days=20)
+    d = run(pki.leaf, [pki.intermediate, pki.root], now=now)
+    soon = [p for p in d.problems if p.code is Code.EXPIRING_SOON]
+    assert d.valid and soon and soon[0].severity is Severity.WARNING and "in 20 days" in soon[0].message
+
+
+def test_hostname_mismatch(pki):
+    """The leaf does not name the connection's host."""
+    d = run(pki.leaf, [pki.intermediate, pki.root], hostname="other.example.test")
+    assert Code.HOSTNAME_MISMATCH in codes(d)
+
+
+def test_wildcard_matches_one_label_only():
+    """*.example.test matches a.example.test but not a.b.example.test nor example.test."""
+    root = pkigen.make_root("W Root")
+    inter = pkigen.make_intermediate("W Issuing", root)
+    leaf = pkigen.make_leaf(["*.example.test"], inter)
+    assert not run(leaf, [inter, root], hostname="a.example.test").problems
+    assert Code.HOSTNAME_MISMATCH in codes(run(leaf, [inter, root], hostname="a.b.example.test"))
+    assert Code.HOSTNAME_MISMATCH in codes(run(leaf, [inter, root], hostname="example.test"))
+
+
+def test_ip_address_san():
+    """An IP endpoint matches an IP SAN, not a DNS name."""
+    root = pkigen.make_root("IP Root")
+    inter = pkigen.make_intermediate("IP Issuing", root)
+    leaf = pkigen.make_leaf(["127.0.0.1"], inter)
+    assert not run(leaf, [inter, root], hostname="127.0.0.1").problems
+    assert Code.HOSTNAME_MISMATCH in codes(run(leaf, [inter, root], hostname="127.0.0.2"))
+
+
+def test_intermediate_without_ca_flag_is_path_invalid():
+    """An issuer without basicConstraints CA:TRUE breaks the path."""
+    root = pkigen.make_root("NC Root")
+    inter = pkigen.make_intermediate("NC Issuing", root, is_ca=False)
+    leaf = pkigen.make_leaf([HOST], inter)
+    d = run(leaf, [inter, root])
+    assert Code.PATH_INVALID in codes(d) and not d.valid
+
+
+def test_key_usage_without_cert_sign_is_path_invalid():
+    """An issuer whose keyUsage lacks keyCertSign breaks the path."""
+    root = pkigen.make_root("KU Root")
+    inter = pkigen.make_intermediate("KU Issuing", root, key_cert_sign=False)
+    leaf = pkigen.make_leaf([HOST], inter)
+    assert Code.PATH_INVALID in codes(run(leaf, [inter, root]))
+
+
+def test_path_length_exceeded():
+    """pathLen 0 on the first intermediate forbids a second one below it."""
+    root = pkigen.make_root("PL Root")
+    upper = pkigen.make_intermediate("PL Upper", root, path_length=0)
+    lower = pkigen.make_intermediate("PL Lower", upper, path_length=0)
+    leaf = pkigen.make_leaf([HOST], lower)
+    d = run(leaf, [lower, upper, root])
+    assert any(p.code is Code.PATH_INVALID and "pathLenConstraint" in p.message for p in d.problems)
+
+
+def test_path_length_respected():
+    """pathLen 1 on the upper intermediate allows one intermediate below it."""
+    root = pkigen.make_root("PL1 Root")
+    upper = pkigen.make_intermediate("PL1 Upper", root, path_length=1)
+    lower = pkigen.make_intermediate("PL1 Lower", upper, path_length=0)
+    leaf = pkigen.make_leaf([HOST], lower)
+    assert run(leaf, [lower, upper, root]).valid
+
+
+def test_wrong_key_same_name_is_not_an_issuer(pki):
+    """A certificate with the issuer's name but another key does not complete the path."""
+    impostor = pkigen.make_intermediate("Demo Issuing CA 1", pki.root, key=pkigen.new_key("ec"))
+    d = run(pki.leaf, [impostor, pki.root])
+    assert not d.complete
+    assert any(p.code is Code.PATH_INVALID and "did not sign" in p.message for p in d.problems)
+
+
+def test_leaf_eku_without_server_auth():
+    """A leaf valid only for client authentication cannot serve TLS."""
+    root = pkigen.make_root("EKU Root")
+    inter = pkigen.make_intermediate("EKU Issuing", root)
+    leaf = pkigen.make_leaf([HOST], inter, server_auth=False, client_auth=True)
+    assert Code.PATH_INVALID in codes(run(leaf, [inter, root]))
+
+
+def _letsencrypt_like():
+    """ISRG-like new root cross-signed by an old root that expires (the 2021 case)."""
+    old_root = pkigen.make_root(
+        "Old Root X3", not_before=NOW - dt.timedelta(days=7000), not_after=NOW - dt.timedelta(days=5)
+    )
+    new_root = pkigen.make_root("New Root X1", not_before=NOW - dt.timedelta(days=2000))
+    cross = pkigen.cross_sign(new_root, old_root, not_after=NOW + dt.timedelta(days=400))
+    inter = pkigen.make_intermediate("R3 Like", new_root)
+    leaf = pkigen.make_leaf([HOST], inter)
+    return old_root, new_root, cross, inter, leaf
+
+
+def test_cross_signed_chooses_valid_path_and_says_which():
+    """Old root expired, new root self-signed in bundle: the valid path via the new root is chosen."""
+    old_root, new_root, cross, inter, leaf = _letsencrypt_like()
+    d = run(leaf, [inter, cross, old_root, new_root], presented=[inter, cross])
+    assert d.valid and d.complete
+    assert d.path[-1].cert.subject.endswith("CN=New Root X1") or "New Root X1" in d.path[-1].cert.subject
+    assert any("alternative path" in n and "Old Root X3" in n for n in d.notes)
+
+
+def test_cross_signed_with_only_expired_old_root():
+    """Only the expired old root and the cross-sign: expired, and the new root is missing from the bundle."""
+    old_root, new_root, cross, inter, leaf = _letsencrypt_like()
+    d = run(leaf, [inter, cross, old_root], store=[new_root])
+    assert not d.valid
+    assert Code.MISSING_ROOT in codes(d)
+
+
+def test_cross_signed_with_only_expired_old_root_and_no_store():
+    """Without a store, the expired old root is reported as expired and the chain is not valid."""
+    old_root, new_root, cross, inter, leaf = _letsencrypt_like()
+    d = run(leaf, [inter, cross, old_root])
+    assert not d.valid and Code.EXPIRED in codes(d)
+
+
+def test_expired_copy_next_to_renewal():
+    """An expired copy of the intermediate next to its renewal: the renewal is used."""
+    root = pkigen.make_root("Ren Root")
+    key = pkigen.new_key()
+    old = pkigen.make_intermediate(
+        "Ren Issuing", root, key=key, not_before=NOW - dt.timedelta(days=800), not_after=NOW - dt.timedelta(days=3)
+    )
+    new = pkigen.make_intermediate("Ren Issuing", root, key=key, not_before=NOW - dt.timedelta(days=30))
+    leaf = pkigen.make_leaf([HOST], new)
+    d = run(leaf, [old, new, root])
+    assert d.valid and d.path[1].cert.sha256 == describe(new.cert).sha256
+
+
+def test_only_expired_copy_while_endpoint_presents_renewal():
+    """Bundle holds the expired copy only; the endpoint presents the renewal: missing_intermediate."""
+    root = pkigen.make_root("Ren2 Root")
+    key = pkigen.new_key()
+    old = pkigen.make_intermediate(
+        "Ren2 Issuing", root, key=key, not_before=NOW - dt.timedelta(days=800), not_after=NOW - dt.timedelta(days=3)
+    )
+    new = pkigen.make_intermediate("Ren2 Issuing", root, key=key, not_before=NOW - dt.timedelta(days=30))
+    leaf = pkigen.make_leaf([HOST], new)
+    d = run(leaf, [old, root], presented=[new])
+    assert not d.complete and Code.MISSING_INTERMEDIATE in codes(d)
+
+
+def test_name_constraints_enforced():
+    """An intermediate permitted only .corp.test cannot vouch for erp.example.test."""
+    root = pkigen.make_root("NCx Root")
+    key = pkigen.new_key("ec")
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(pkigen.name("NCx Issuing"))
+        .issuer_name(root.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=10))
+        .not_valid_after(NOW + dt.timedelta(days=100))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
+        .add_extension(x509.NameConstraints([x509.DNSName("corp.test")], None), True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+    )
+    inter = pkigen.Issued(builder.sign(root.key, hashes.SHA256()), key)
+    bad = pkigen.make_leaf([HOST], inter)
+    good = pkigen.make_leaf(["api.corp.test"], inter)
+    assert Code.PATH_INVALID in codes(run(bad, [inter, root]))
+    assert run(good, [inter, root], hostname="api.corp.test").valid
+
+
+def test_missing_aki_and_critical_san_are_not_errors():
+    """CA/B Forum profile details (no AKI, critical SAN) do not fail a path, as with the JVM."""
+    root = pkigen.make_root("Lenient Root")
+    inter = pkigen.make_intermediate("Lenient Issuing", root)
+    key = pkigen.new_key("ec")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(inter.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=90))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=True)
+        .sign(inter.key, hashes.SHA256())
+    )
+    d = run(pkigen.Issued(cert, key), [inter, root])
+    assert d.valid, d.problems
+
+
+def test_unknown_critical_extension_on_intermediate_fails():
+    """An unrecognised critical extension on an intermediate is path_invalid."""
+    root = pkigen.make_root("Crit Root")
+    key = pkigen.new_key("ec")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(pkigen.name("Crit Issuing"))
+        .issuer_name(root.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=90))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00"), True)
+        .sign(root.key, hashes.SHA256())
+    )
+    inter = pkigen.Issued(cert, key)
+    leaf = pkigen.make_leaf([HOST], inter)
+    assert Code.PATH_INVALID in codes(run(leaf, [inter, root]))
+
+
+def test_cn_fallback_only_without_san():
+    """Without any SAN the subject CN is used for the host name, as the JVM does."""
+    root = pkigen.make_root("CN Root")
+    inter = pkigen.make_intermediate("CN Issuing", root)
+    key = pkigen.new_key("ec")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)]))
+        .issuer_name(inter.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=90))
+        .sign(inter.key, hashes.SHA256())
+    )
+    assert run(pkigen.Issued(cert, key), [inter, root]).valid
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec"])
+def test_both_key_types(kind):
+    """RSA and ECDSA chains both verify."""
+    t = pkigen.three_tier(kind=kind, label=f"K{kind}")
+    assert run(t.leaf, [t.intermediate, t.root]).valid
