@@ -133,7 +133,7 @@ def _build(cert: x509.Certificate, der: bytes) -> CertInfo:
     unknown_critical: list[str] = []
     try:
         extensions = list(cert.extensions)
-    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+    except (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
         extensions = []
         extension_error = str(exc)
     for ext in extensions:
@@ -158,7 +158,11 @@ def _build(cert: x509.Certificate, der: bytes) -> CertInfo:
     ips: tuple[str, ...] = ()
     if isinstance(san, x509.SubjectAlternativeName):
         dns = tuple(san.get_values_for_type(x509.DNSName))
-        ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
+        ips = tuple(
+            str(ip)
+            for ip in san.get_values_for_type(x509.IPAddress)
+            if isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address)
+        )
     ca_issuers: tuple[str, ...] = ()
     if isinstance(aia, x509.AuthorityInformationAccess):
         ca_issuers = tuple(

@@ -22,6 +22,7 @@ def validity_problems(
 ) -> list[Problem]:
     """Errors that make this path unusable at `now` (empty list: the path validates)."""
     problems: list[Problem] = []
+    now = now.replace(microsecond=0)  # validity is encoded in whole seconds (RFC 5280 4.1.2.5)
     for position, cert in enumerate(path):
         problems.extend(_time_problems(cert, now, _role_word(position, len(path))))
         problems.extend(_algorithm_problems(cert, is_anchor=position == len(path) - 1))
@@ -212,7 +213,9 @@ def _name_constraint_problems(path: Sequence[CertInfo]) -> list[Problem]:
         constraints = path[position].name_constraints
         if constraints is None:
             continue
-        for subordinate in path[:position]:
+        for index, subordinate in enumerate(path[:position]):
+            if index > 0 and subordinate.self_issued:
+                continue  # RFC 5280 6.1.3: self-issued intermediates are exempt
             reason = _violation(constraints, subordinate)
             if reason:
                 out.append(
@@ -236,7 +239,7 @@ def _violation(constraints: x509.NameConstraints, cert: CertInfo) -> str | None:
             return f"DNS name {dns} is not within the permitted names"
     for ip in cert.ip_addresses:
         address = ipaddress.ip_address(ip)
-        excluded = _ip_subtrees(constraints.excluded_subtrees)
+        excluded = _ip_subtrees(constraints.excluded_subtrees) or []
         permitted = _ip_subtrees(constraints.permitted_subtrees)
         if any(address in net for net in excluded):
             return f"IP address {ip} is excluded"
@@ -266,7 +269,13 @@ def _dns_permitted(constraints: x509.NameConstraints, dns: str) -> bool:
 
 def _dns_excluded(constraints: x509.NameConstraints, dns: str) -> bool:
     excluded = _dns_subtrees(constraints.excluded_subtrees) or []
-    return any(_in_dns_subtree(dns, base) for base in excluded)
+    if any(_in_dns_subtree(dns, base) for base in excluded):
+        return True
+    if dns.startswith("*."):
+        # *.example.com can stand for bar.example.com: an excluded name it may match excludes it.
+        parent = dns[2:].lower().rstrip(".")
+        return any(base.count(".") == parent.count(".") + 1 and base.endswith("." + parent) for base in excluded)
+    return False
 
 
 def _ip_subtrees(

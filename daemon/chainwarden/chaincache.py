@@ -1,0 +1,55 @@
+"""On-disk cache of the last chain each endpoint presented, so an outage still gets its bundle checked."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from .atomicio import write_atomic
+
+log = logging.getLogger("chainwarden.state")
+
+
+class ChainCache:
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def _file(self, host: str, port: int) -> Path:
+        digest = hashlib.sha256(f"{host}:{port}".encode()).hexdigest()[:24]
+        safe = "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in host)[:64]
+        return self.directory / f"{safe}_{port}_{digest}.pem"
+
+    def load(self, host: str, port: int) -> tuple[x509.Certificate, ...]:
+        path = self._file(host, port)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return ()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return tuple(x509.load_pem_x509_certificates(data))
+        except ValueError:
+            log.warning("ignoring unreadable cached chain %s", path)
+            return ()
+
+    def store(self, host: str, port: int, chain: tuple[x509.Certificate, ...]) -> bool:
+        """Remember `chain`; returns False (and logs) when the state folder is not writable."""
+        if not chain:
+            return True
+        data = b"".join(c.public_bytes(Encoding.PEM) for c in chain)
+        path = self._file(host, port)
+        try:
+            if path.exists() and path.read_bytes() == data:
+                return True
+            self.directory.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, data, mode=0o600)
+        except OSError as exc:
+            log.warning("cannot cache the chain of %s:%s in %s: %s", host, port, self.directory, exc.strerror or exc)
+            return False
+        return True

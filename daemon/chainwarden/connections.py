@@ -1,0 +1,568 @@
+"""Parse and validate a Windchill+ connection JSON into frozen values (pure, plus one reader)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+from chainwarden.report import Code, Problem, Severity
+
+MAX_CONNECTION_JSON_BYTES = 16 * 1024 * 1024
+
+_BOM = b"\xef\xbb\xbf"
+_DEFAULT_PORT = 443
+_MAX_OFFSET = timedelta(hours=18)
+_SHOWN_CHARS = 80
+_APPLY_AT = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2})T(?P<hour>\d{2}):(?P<minute>\d{2})"
+    r"(?::(?P<second>\d{2})(?:\.(?P<fraction>\d{1,9}))?)?"
+    r"(?P<offset>Z|[+-]\d{1,2}:\d{2})?",
+    re.ASCII,
+)
+_HOST_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?", re.ASCII)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CERT_KEYS = frozenset({"baseurl", "server_cert"})
+
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """One usable connection; never holds secrets values other than the client_cert path."""
+
+    file: str
+    name: str
+    baseurl: str
+    host: str
+    port: int
+    server_cert: str
+    server_cert_path: str
+    client_cert_path: str | None
+    problems: tuple[Problem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionFile:
+    """A parsed connection JSON: its usable connections, file-level problems and apply_at."""
+
+    path: str
+    connections: tuple[Connection, ...]
+    problems: tuple[Problem, ...]
+    apply_at: datetime | None
+    apply_at_raw: str | None
+    apply_at_key: str | None
+
+
+class _Object(dict[str, Any]):
+    """A decoded JSON object that remembers which keys were repeated in the source."""
+
+    __slots__ = ("duplicates",)
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        repeated = Counter(key for key, _ in pairs) if len(self) != len(pairs) else Counter()
+        self.duplicates = tuple((key, n) for key, n in repeated.items() if n > 1)
+
+
+class _Fault(NamedTuple):
+    """One thing wrong with a connection; fatal faults make the connection unusable."""
+
+    key: str | None  # formatted key path inside the connection, None for the whole value
+    text: str
+    fatal: bool
+
+
+class _Unusable(Exception):
+    """The file as a whole could not be read or decoded; carries a located sentence."""
+
+
+class _ConstantError(ValueError):
+    """NaN/Infinity: accepted by Python's json module, but not JSON."""
+
+
+def read_connection_file(
+    path: str | os.PathLike[str],
+    *,
+    now: datetime | None = None,
+    max_bytes: int = MAX_CONNECTION_JSON_BYTES,
+) -> ConnectionFile:
+    """Read and parse one connection JSON; OS errors and oversize become located problems."""
+    shown = os.fspath(path)
+    try:
+        with open(shown, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size > max_bytes:
+                return _unusable(shown, _too_big(shown, max_bytes))
+            data = handle.read(max_bytes + 1)
+    except OSError as error:
+        return _unusable(shown, f"connections {shown}: cannot read: {error.strerror or error}")
+    if len(data) > max_bytes:
+        return _unusable(shown, _too_big(shown, max_bytes))
+    return parse_connection_file(data, shown, now=now)
+
+
+def parse_connection_file(data: bytes, path: str, *, now: datetime | None = None) -> ConnectionFile:
+    """Parse connection JSON bytes; every fault becomes a located Problem, nothing raises.
+
+    `now` is accepted for symmetry with the other core functions but not compared with
+    apply_at: a file that was already rolled out legitimately carries a past apply_at.
+    """
+    where = f"connections {path}"
+    try:
+        top = _load(_decode(data, where), where)
+    except _Unusable as error:
+        return _unusable(path, str(error))
+    if not isinstance(top, dict):
+        return _unusable(path, f"{where}: the top level is {_kind(top)}, not a JSON object")
+    apply_at, raw, key, schedule_problems = _schedule(top, where)
+    problems = [*_misplaced_duplicates(top, where), *schedule_problems]
+    connections: list[Connection] = []
+    table = top.get("external_connections")
+    if "external_connections" not in top:
+        problems.append(_invalid(f'{where}: key "external_connections" is missing'))
+    elif not isinstance(table, dict):
+        problems.append(
+            _invalid(f'{where}, key "external_connections": is {_kind(table)}, not a JSON object')
+        )
+    else:
+        _parse_table(table, path, connections, problems)
+    return ConnectionFile(path, tuple(connections), tuple(problems), apply_at, raw, key)
+
+
+def parse_apply_at(text: str) -> datetime:
+    """Parse an ISO 8601 date-time with an explicit offset (`+5:30` and no seconds allowed)."""
+    match = _APPLY_AT.fullmatch(text)
+    shown = _quote(text, _SHOWN_CHARS)
+    if match is None:
+        raise ValueError(f"{shown} is not an ISO 8601 date-time like 2026-12-04T09:30:00+00:00")
+    if match["offset"] is None:
+        raise ValueError(
+            f"{shown} has no UTC offset, so the moment is ambiguous; add one such as +00:00 or Z"
+        )
+    offset = _parse_offset(match["offset"], shown)
+    fraction = (match["fraction"] or "").ljust(6, "0")[:6]
+    try:
+        return datetime.fromisoformat(
+            f"{match['date']}T{match['hour']}:{match['minute']}:{match['second'] or '00'}"
+            f".{fraction}"
+        ).replace(tzinfo=timezone(offset))
+    except ValueError as error:
+        raise ValueError(f"{shown} is not a valid date-time: {error}") from None
+
+
+def format_apply_at(moment: datetime, like: str | None) -> str:
+    """Format an aware moment as ISO 8601 with seconds, in the offset `like` was written in.
+
+    Without a usable `like` the result is in UTC as "+00:00"; a `like` ending in Z keeps Z.
+    Sub-second moments round up to the next second, so "at least an hour ahead" stays true.
+    """
+    if moment.utcoffset() is None:
+        raise ValueError("apply_at needs a timezone-aware moment; got a naive datetime")
+    offset, zulu = _offset_of(like)
+    if moment.microsecond:
+        moment = moment.replace(microsecond=0) + timedelta(seconds=1)
+    local = moment.astimezone(timezone(offset)).replace(tzinfo=None)
+    return local.isoformat(timespec="seconds") + ("Z" if zulu else _format_offset(offset))
+
+
+def _parse_offset(text: str, shown: str) -> timedelta:
+    if text == "Z":
+        return timedelta(0)
+    hours, minutes = (int(part) for part in text[1:].split(":"))
+    offset = timedelta(hours=hours, minutes=minutes)
+    if minutes >= 60 or offset > _MAX_OFFSET:
+        raise ValueError(f"{shown} has an impossible UTC offset {text} (limit is ±18:00)")
+    return -offset if text.startswith("-") else offset
+
+
+def _offset_of(like: str | None) -> tuple[timedelta, bool]:
+    if like is None:
+        return timedelta(0), False
+    try:
+        parsed = parse_apply_at(like)
+    except ValueError:
+        return timedelta(0), False
+    return parsed.utcoffset() or timedelta(0), like.endswith("Z")
+
+
+def _format_offset(offset: timedelta) -> str:
+    minutes = int(offset.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    hours, minutes = divmod(abs(minutes), 60)
+    return f"{sign}{hours:02d}:{minutes:02d}"
+
+
+def _decode(data: bytes, where: str) -> str:
+    body = data[len(_BOM) :] if data.startswith(_BOM) else data
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        # Position only: even one byte of a secrets value must not reach a message.
+        offset = error.start + len(data) - len(body)
+        line = data.count(b"\n", 0, offset) + 1
+        raise _Unusable(
+            f"{where}: line {line}, byte offset {offset}: not valid UTF-8 "
+            "(connection JSON must be UTF-8 encoded)"
+        ) from None
+
+
+def _load(text: str, where: str) -> Any:
+    if not text.strip():
+        raise _Unusable(f"{where}: the file is empty; expected a JSON object")
+    try:
+        return json.loads(text, object_pairs_hook=_Object, parse_constant=_reject_constant)
+    except json.JSONDecodeError as error:
+        raise _Unusable(
+            f"{where}: line {error.lineno}, column {error.colno}: invalid JSON: {error.msg}"
+        ) from None
+    except _ConstantError as error:
+        raise _Unusable(f"{where}: invalid JSON: {error}") from None
+    except RecursionError:
+        raise _Unusable(f"{where}: invalid JSON: values are nested too deeply") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise _ConstantError(f"{name} is not a JSON value")
+
+
+def _schedule(
+    top: dict[str, Any], where: str
+) -> tuple[datetime | None, str | None, str | None, list[Problem]]:
+    """Read apply_at (or notice schedule_at): (moment, raw text, key used, problems)."""
+    problems: list[Problem] = []
+    if "schedule_at" in top:
+        problems.append(
+            Problem(
+                Code.SCHEDULE_AT_USED,
+                Severity.WARNING,
+                f"{where}: key schedule_at is not the documented apply_at; it is not used",
+            )
+        )
+    if "apply_at" not in top:
+        if "schedule_at" not in top:
+            return None, None, None, problems
+        raw = top["schedule_at"]
+        return None, raw if isinstance(raw, str) else None, "schedule_at", problems
+    value = top["apply_at"]
+    if not isinstance(value, str):
+        problems.append(
+            _bad_apply_at(f'{where}, key "apply_at": is {_kind(value)}, not a date-time string')
+        )
+        return None, None, "apply_at", problems
+    try:
+        moment = parse_apply_at(value)
+    except ValueError as error:
+        problems.append(_bad_apply_at(f'{where}, key "apply_at": {error}'))
+        return None, value, "apply_at", problems
+    return moment, value, "apply_at", problems
+
+
+def _parse_table(
+    table: dict[str, Any], path: str, connections: list[Connection], problems: list[Problem]
+) -> None:
+    """Check every connection; usable ones go to `connections`, broken ones to `problems`."""
+    where = f"connections {path}"
+    repeated = dict(table.duplicates) if isinstance(table, _Object) else {}
+    for name, value in table.items():
+        if name in repeated:
+            problems.append(
+                _invalid(
+                    f"{where}, connection {_quote(name)}: the name appears {repeated[name]} times "
+                    "in external_connections; a JSON reader keeps only one, so it is ambiguous"
+                )
+            )
+            continue
+        connection, broken = _check_connection(path, name, value)
+        if connection is not None:
+            connections.append(connection)
+        if broken is not None:
+            problems.append(broken)
+
+
+def _check_connection(path: str, name: str, value: Any) -> tuple[Connection | None, Problem | None]:
+    where = f"connections {path}, connection {_quote(name)}"
+    if not isinstance(value, dict):
+        return None, _invalid(f"{where}: is {_kind(value)}, not a JSON object")
+    faults = _duplicate_faults(value)
+    endpoint = _endpoint(value, faults)
+    server_cert = _server_cert(value, faults)
+    client_cert = _client_cert(value, faults)
+    faults.extend(_url_fragment_faults(value))
+    if endpoint is None or server_cert is None or any(fault.fatal for fault in faults):
+        return None, _invalid(_sentence(where, faults))
+    connection = Connection(
+        file=path,
+        name=name,
+        baseurl=value["baseurl"],
+        host=endpoint[0],
+        port=endpoint[1],
+        server_cert=server_cert,
+        server_cert_path=_resolve(path, server_cert),
+        client_cert_path=_resolve(path, client_cert) if client_cert is not None else None,
+        problems=tuple(_invalid(_sentence(where, [fault])) for fault in faults),
+    )
+    return connection, None
+
+
+def _endpoint(connection: dict[str, Any], faults: list[_Fault]) -> tuple[str, int] | None:
+    if "baseurl" not in connection:
+        faults.append(
+            _Fault('"baseurl"', "missing; the endpoint https://host[:port] is required", True)
+        )
+        return None
+    url = connection["baseurl"]
+    if not isinstance(url, str):
+        faults.append(_Fault('"baseurl"', f"is {_kind(url)}, not a string", True))
+        return None
+    try:
+        return _split_baseurl(url)
+    except ValueError as error:
+        faults.append(_Fault('"baseurl"', str(error), True))
+        return None
+
+
+def _split_baseurl(url: str) -> tuple[str, int]:
+    """Host and port of an https:// base URL; ValueError says what is wrong without echoing it."""
+    if not url:
+        raise ValueError("is empty; expected https://host[:port]")
+    if any(char.isspace() or not char.isprintable() for char in url):
+        raise ValueError("contains whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        # urlsplit only refuses malformed [IPv6] hosts; its text may quote part of the netloc.
+        raise ValueError("is not a valid URL: the bracketed IPv6 host is malformed") from None
+    scheme = parts.scheme.lower()
+    if scheme == "http":
+        raise ValueError(
+            "uses http://, but Windchill+ connections are HTTPS; write https://host[:port]"
+        )
+    if scheme != "https":
+        raise ValueError("is not an https:// URL; expected https://host[:port]")
+    if "@" in parts.netloc:
+        # Never echo the netloc here: it may carry a password.
+        raise ValueError("has user information before the host; credentials belong in secrets")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ValueError("has a query or fragment; expected https://host[:port] and a path at most")
+    return _split_netloc(parts.netloc)
+
+
+def _split_netloc(netloc: str) -> tuple[str, int]:
+    if netloc.startswith("["):
+        close = netloc.find("]")
+        if close < 0:
+            raise ValueError("has an unclosed [ around the host")
+        host, rest = _ipv6_host(netloc[1:close]), netloc[close + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ValueError("has unexpected text after the bracketed IPv6 host")
+        return host, _port(rest[1:])
+    if netloc.count(":") > 1:
+        raise ValueError("has an IPv6 host without brackets; write https://[address]:port")
+    host_text, _, port_text = netloc.partition(":")
+    return _host(host_text), _port(port_text)
+
+
+def _ipv6_host(text: str) -> str:
+    try:
+        return str(ipaddress.IPv6Address(text))
+    except ValueError:
+        raise ValueError(f"host [{text}] is not a valid IPv6 address") from None
+
+
+def _host(text: str) -> str:
+    if not text:
+        raise ValueError("has no host; expected https://host[:port]")
+    try:
+        ascii_host = text.lower() if text.isascii() else text.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError(f"host {_quote(text)} is not a valid internationalized name") from None
+    ascii_host = ascii_host.lower()
+    labels = ascii_host.removesuffix(".").split(".")
+    if len(ascii_host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(f"host {_quote(text)} is not a valid host name")
+    return ascii_host
+
+
+def _port(text: str) -> int:
+    if not text:
+        return _DEFAULT_PORT
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"port {_quote(text)} is not a number")
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range 1-65535")
+    return port
+
+
+def _server_cert(connection: dict[str, Any], faults: list[_Fault]) -> str | None:
+    if "server_cert" not in connection:
+        faults.append(
+            _Fault('"server_cert"', "missing; the PEM trust bundle path is required", True)
+        )
+        return None
+    error = _path_error(connection["server_cert"])
+    if error is not None:
+        faults.append(_Fault('"server_cert"', error, True))
+        return None
+    path: str = connection["server_cert"]
+    return path
+
+
+def _client_cert(connection: dict[str, Any], faults: list[_Fault]) -> str | None:
+    """The secrets.client_cert path; other secrets values are only type-checked, never kept."""
+    if "secrets" not in connection:
+        return None
+    secrets = connection["secrets"]
+    if not isinstance(secrets, dict):
+        faults.append(_Fault('"secrets"', f"is {_kind(secrets)}, not a JSON object", False))
+        return None
+    for key, value in secrets.items():
+        if not isinstance(value, str):
+            where = f'"secrets".{_quote(key)}'
+            faults.append(_Fault(where, f"the value is {_kind(value)}, not a string", False))
+    if "client_cert" not in secrets or not isinstance(secrets["client_cert"], str):
+        return None
+    error = _path_error(secrets["client_cert"])
+    if error is not None:
+        faults.append(_Fault('"secrets"."client_cert"', error, False))
+        return None
+    path: str = secrets["client_cert"]
+    return path
+
+
+def _path_error(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return f"is {_kind(value)}, not a path string"
+    if not value:
+        return "is empty; expected a file path"
+    if "\0" in value:
+        return "contains a NUL character, which no file path can hold"
+    return None
+
+
+def _url_fragment_faults(connection: dict[str, Any]) -> list[_Fault]:
+    fragments = connection.get("url_fragments")
+    if "url_fragments" not in connection:
+        return []
+    if not isinstance(fragments, dict):
+        return [_Fault('"url_fragments"', f"is {_kind(fragments)}, not a JSON object", False)]
+    return [
+        _Fault(f'"url_fragments".{_quote(key)}', f"is {_kind(value)}, not a path string", False)
+        for key, value in fragments.items()
+        if not isinstance(value, str)
+    ]
+
+
+def _duplicate_faults(connection: dict[str, Any]) -> list[_Fault]:
+    """Repeated keys anywhere inside one connection; fatal when baseurl or server_cert repeats."""
+    return [
+        _Fault(
+            _key_path(path + (key,)),
+            _repeated(count),
+            fatal=not path and key in _CERT_KEYS,
+        )
+        for path, key, count in _duplicates(connection)
+    ]
+
+
+def _misplaced_duplicates(top: dict[str, Any], where: str) -> list[Problem]:
+    """Repeated keys outside external_connections (those are reported per connection)."""
+    problems: list[Problem] = []
+    for path, key, count in _duplicates(top):
+        if path[:1] == ("external_connections",) and isinstance(top["external_connections"], dict):
+            continue
+        problems.append(_invalid(f"{where}, key {_key_path(path + (key,))}: {_repeated(count)}"))
+    return problems
+
+
+def _duplicates(root: Any) -> list[tuple[KeyPath, str, int]]:
+    """Every repeated key below root, in document order, as (path of its object, key, count)."""
+    found: list[tuple[KeyPath, str, int]] = []
+    # An explicit stack: json.loads accepts nesting deeper than a recursive walk could.
+    stack: list[tuple[KeyPath, Any]] = [((), root)]
+    while stack:
+        path, node = stack.pop()
+        children: Iterable[tuple[str | int, Any]] = ()
+        if isinstance(node, _Object):
+            found.extend((path, key, count) for key, count in node.duplicates)
+            children = node.items()
+        elif isinstance(node, list):
+            children = enumerate(node)
+        nested = [
+            (path + (key,), value) for key, value in children if isinstance(value, dict | list)
+        ]
+        stack.extend(reversed(nested))
+    return found
+
+
+def _repeated(count: int) -> str:
+    return f"duplicate key: it appears {count} times and a JSON reader silently keeps only one"
+
+
+def _sentence(where: str, faults: list[_Fault]) -> str:
+    """One located sentence for one or more faults of the same connection."""
+    parts = [f"key {fault.key}: {fault.text}" if fault.key else fault.text for fault in faults]
+    joiner = ", " if faults[0].key else ": "
+    return where + joiner + "; ".join(parts)
+
+
+def _key_path(path: KeyPath) -> str:
+    """Key path as written in messages: "secrets"."client_cert", "extra"[2]."name"."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + _quote(part)
+    return text
+
+
+def _resolve(json_path: str, target: str) -> str:
+    if os.path.isabs(target):
+        return target
+    return os.path.join(os.path.dirname(json_path), target)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    return "a number"
+
+
+def _quote(text: str, limit: int | None = None) -> str:
+    """JSON-style quoting that is safe to print: no raw control characters or lone surrogates."""
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + "…"
+    quoted = json.dumps(text, ensure_ascii=False)
+    return _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", quoted)
+
+
+def _too_big(path: str, limit: int) -> str:
+    return f"connections {path}: larger than the {limit}-byte limit; not read"
+
+
+def _unusable(path: str, message: str) -> ConnectionFile:
+    return ConnectionFile(path, (), (_invalid(message),), None, None, None)
+
+
+def _invalid(message: str) -> Problem:
+    return Problem(Code.CONNECTION_INVALID, Severity.ERROR, message)
+
+
+def _bad_apply_at(message: str) -> Problem:
+    return Problem(Code.APPLY_AT_INVALID, Severity.ERROR, message)
