@@ -7,12 +7,12 @@ import json
 import warnings
 
 import pytest
-from conftest import shared_data_dir
 from cryptography import x509
 
 from chainwarden.certinfo import describe
 from chainwarden.chain import Inputs, Link, diagnose
 from chainwarden.report import Source
+from conftest import shared_data_dir
 
 # Cases where chainwarden deliberately answers differently from x509-limbo, with the reason.
 PROFILE_RULES = "an RFC 5280 / CA/B profile rule the JVM's PKIX validator does not enforce"

@@ -193,9 +193,7 @@ def _build(cert: x509.Certificate, der: bytes) -> CertInfo:
         eku=frozenset(o.dotted_string for o in eku) if isinstance(eku, x509.ExtendedKeyUsage) else None,
         dns_names=dns,
         ip_addresses=ips,
-        common_names=tuple(
-            str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        ),
+        common_names=tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)),
         name_constraints=nc if isinstance(nc, x509.NameConstraints) else None,
         unknown_critical=tuple(unknown_critical),
         extension_error=extension_error,

@@ -102,10 +102,7 @@ def find_paths(start: Link, pool: Pool) -> Search:
 
 
 def _same_key_already_on_path(cert: CertInfo, path: Path) -> bool:
-    return any(
-        link.cert.subject_key == cert.subject_key and link.cert.ski == cert.ski and cert.ski
-        for link in path
-    )
+    return any(link.cert.subject_key == cert.subject_key and link.cert.ski == cert.ski and cert.ski for link in path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,12 +164,7 @@ def diagnose(
         + [Link(c, Source.STORE) for c in inputs.store]
     )
     extended_search = find_paths(leaf, extended_pool)
-    related |= {
-        link.cert.sha256
-        for path in extended_search.complete
-        for link in path
-        if link.source is Source.BUNDLE
-    }
+    related |= {link.cert.sha256 for path in extended_search.complete for link in path if link.source is Source.BUNDLE}
     candidates = scored + [(p, problems_of(p)) for p in extended_search.complete]
     if candidates:
         chosen, problems = min(candidates, key=lambda item: _rank(item[0], item[1]))
@@ -197,9 +189,7 @@ def diagnose(
     return Diagnosis(dead_end, tuple(problems), False, False, frozenset(related), tuple(notes))
 
 
-def problems_of_partial(
-    path: Path, now: datetime, hostname: str | None, leaf_is_endpoint: bool
-) -> list[Problem]:
+def problems_of_partial(path: Path, now: datetime, hostname: str | None, leaf_is_endpoint: bool) -> list[Problem]:
     """Validity problems of a path that does not reach a root (its top is not an anchor)."""
     certs = [link.cert for link in path]
     # Evaluate as if a virtual anchor sat above the top, so the top is checked as an issuer would be.
@@ -257,8 +247,7 @@ def _missing_links(path: Path, store_name: str) -> list[Problem]:
             Problem(
                 code,
                 Severity.ERROR,
-                f"the bundle lacks the {word} {cert.subject} (issuer of {child.subject}"
-                f"{_child_hints(child)}); {where}",
+                f"the bundle lacks the {word} {cert.subject} (issuer of {child.subject}{_child_hints(child)}); {where}",
                 cert.subject,
             )
         )

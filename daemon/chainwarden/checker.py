@@ -77,19 +77,26 @@ def evaluate_pass(
     connection_name: str | None = None,
     store: RootStore | None = None,
     at_apply: bool = False,
+    only: set[tuple[str, str]] | None = None,
 ) -> list[Result]:
-    """One Result per selected connection, plus one per file that has file-level problems."""
+    """One Result per selected connection, plus one per file that has file-level problems.
+
+    `only` limits evaluation to these (file, connection) keys; callers include every
+    connection sharing a bundle with a changed one, so `unrelated_certificate` stays right.
+    """
     store = store if store is not None else load_root_store(config.verify_trusted_roots)
     results: list[Result] = []
     evaluations: list[Evaluation] = []
     for connection_file in inputs.files:
-        if connection_file.problems and connection_name is None:
+        if connection_file.problems and connection_name is None and only is None:
             results.append(file_result(connection_file))
         moment = now
         if at_apply and connection_file.apply_at is not None:
             moment = connection_file.apply_at
         for conn in connection_file.connections:
             if connection_name is not None and conn.name != connection_name:
+                continue
+            if only is not None and (conn.file, conn.name) not in only:
                 continue
             evaluations.append(
                 evaluate(

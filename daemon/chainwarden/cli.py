@@ -1,4 +1,4 @@
-"""Command line: run, check, fix, fetch-chain, inspect. Exit codes follow Nagios: 0 ok, 1 warn, 2 error, 3 could not run."""
+"""Command line: run, check, fix, fetch-chain, inspect. Exit codes (Nagios): 0 ok, 1 warn, 2 error, 3 could not run."""
 
 from __future__ import annotations
 
@@ -121,10 +121,11 @@ def _cmd_check(args: argparse.Namespace, config: Config) -> int:
         presented = {}
         if not args.offline and config.verify_probe:
             presented = probe_connections(connections, config)
-        results = evaluate_pass(
-            inputs, presented, now, config, connection_name=args.connection, at_apply=at_apply
-        )
-    print(results_json(results) if args.format == "json" else results_text(results), end="" if args.format == "text" else "\n")
+        results = evaluate_pass(inputs, presented, now, config, connection_name=args.connection, at_apply=at_apply)
+    print(
+        results_json(results) if args.format == "json" else results_text(results),
+        end="" if args.format == "text" else "\n",
+    )
     return overall_exit_code(results)
 
 
@@ -174,7 +175,10 @@ def _cmd_fetch_chain(args: argparse.Namespace, config: Config) -> int:
                 warnings.simplefilter("ignore")
                 cert = x509.load_der_x509_certificate(der)
             print(f"# {index}: subject {cert.subject.rfc4514_string()}", file=sys.stderr)
-            print(f"#    issuer {cert.issuer.rfc4514_string()}, expires {iso_utc(cert.not_valid_after_utc)}", file=sys.stderr)
+            print(
+                f"#    issuer {cert.issuer.rfc4514_string()}, expires {iso_utc(cert.not_valid_after_utc)}",
+                file=sys.stderr,
+            )
             sys.stdout.write(cert.public_bytes(Encoding.PEM).decode())
         except ValueError as exc:
             print(f"# {index}: unreadable certificate: {exc}", file=sys.stderr)

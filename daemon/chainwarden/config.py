@@ -106,14 +106,14 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 def parse_duration(value: object) -> float:
     """Seconds from `90`, `2.5`, `"30s"`, `"15m"`, `"2h"`, `"1d"`."""
     if isinstance(value, bool):
-        raise ValueError("expected a duration such as \"30s\", \"15m\" or \"2h\", not a boolean")
+        raise ValueError('expected a duration such as "30s", "15m" or "2h", not a boolean')
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
         match = _DURATION.match(value)
         if match:
             return float(match.group(1)) * _UNITS[match.group(2)]
-    raise ValueError(f"expected a duration such as \"30s\", \"15m\" or \"2h\", got {value!r}")
+    raise ValueError(f'expected a duration such as "30s", "15m" or "2h", got {value!r}')
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -192,7 +192,9 @@ def _convert(value: object, kind: str, dotted: str) -> object:
         number = parse_duration(value)
     low, high = _LIMITS.get(dotted, (float("-inf"), float("inf")))
     if not low <= number <= high:
-        raise ValueError(f"{value!r} is out of range ({_fmt(low)} to {_fmt(high)}{' seconds' if kind == 'duration' else ''})")
+        raise ValueError(
+            f"{value!r} is out of range ({_fmt(low)} to {_fmt(high)}{' seconds' if kind == 'duration' else ''})"
+        )
     return number
 
 

@@ -80,51 +80,73 @@ def build_demo(directory: Path, stack: ExitStack, *, now: datetime | None = None
         d.mkdir(parents=True, exist_ok=True)
 
     start = now - timedelta(days=400)
-    root = pkigen.make_root("Acme Corp Root CA G2", org="Acme Corp", not_before=start, not_after=now + timedelta(days=3650))
+    root = pkigen.make_root(
+        "Acme Corp Root CA G2", org="Acme Corp", not_before=start, not_after=now + timedelta(days=3650)
+    )
     issuing = pkigen.make_intermediate(
         "Acme Corp TLS Issuing CA 1", root, org="Acme Corp", not_before=start, not_after=now + timedelta(days=1000)
     )
     old_issuing = pkigen.make_intermediate(
-        "Acme Corp TLS Issuing CA 1", root, key=issuing.key, org="Acme Corp",
-        not_before=start - timedelta(days=900), not_after=now - timedelta(days=20),
+        "Acme Corp TLS Issuing CA 1",
+        root,
+        key=issuing.key,
+        org="Acme Corp",
+        not_before=start - timedelta(days=900),
+        not_after=now - timedelta(days=20),
     )
     ec_root = pkigen.make_root("Partner Trust ECC Root", kind="ec", org="Partner Trust", not_before=start)
-    ec_issuing = pkigen.make_intermediate("Partner Trust ECC DV CA", ec_root, kind="ec", org="Partner Trust", not_before=start)
+    ec_issuing = pkigen.make_intermediate(
+        "Partner Trust ECC DV CA", ec_root, kind="ec", org="Partner Trust", not_before=start
+    )
     (roots / "acme-root.pem").write_bytes(root.pem)
     (roots / "partner-root.pem").write_bytes(ec_root.pem)
 
     def leaf(issuer: Issued, days_left: int = 300, kind: pkigen.KeyKind = "rsa") -> Issued:
         return pkigen.make_leaf(
-            ["localhost", "127.0.0.1"], issuer, kind=kind,
-            not_before=now - timedelta(days=30), not_after=now + timedelta(days=days_left),
+            ["localhost", "127.0.0.1"],
+            issuer,
+            kind=kind,
+            not_before=now - timedelta(days=30),
+            not_after=now + timedelta(days=days_left),
         )
 
     # name -> (leaf, chain the endpoint presents, bundle bytes, what the demo expects to find)
     scenarios: dict[str, tuple[Issued, list[Issued], bytes, str]] = {
         "material_api": (
-            leaf(issuing), [issuing], pkigen.pem_bundle(issuing, root),
+            leaf(issuing),
+            [issuing],
+            pkigen.pem_bundle(issuing, root),
             "healthy: intermediate + root, in the documented order",
         ),
         "pricing_api": (
-            leaf(issuing), [issuing], pkigen.pem_bundle(root),
+            leaf(issuing),
+            [issuing],
+            pkigen.pem_bundle(root),
             "the bundle has only the root: the intermediate the endpoint sends is missing",
         ),
         "supplier_portal": (
-            leaf(ec_issuing, kind="ec"), [ec_issuing], pkigen.pem_bundle(ec_issuing),
+            leaf(ec_issuing, kind="ec"),
+            [ec_issuing],
+            pkigen.pem_bundle(ec_issuing),
             "the bundle has only the intermediate: the root is missing (it is in the trusted root store)",
         ),
         "shipping_api": (
-            leaf(issuing, days_left=12), [issuing], pkigen.pem_bundle(root, old_issuing, issuing),
+            leaf(issuing, days_left=12),
+            [issuing],
+            pkigen.pem_bundle(root, old_issuing, issuing),
             "complete, but the leaf expires within two weeks, an expired copy of the intermediate lingers "
             "and the order is not the documented one",
         ),
         "hr_api": (
-            leaf(issuing), [issuing],
+            leaf(issuing),
+            [issuing],
             b"\xef\xbb\xbf" + pkigen.pem_bundle(issuing, root).replace(b"\n", b"\r\n"),
             "a Windows editor saved it with a BOM and CRLF: OpenSSL would not see the first certificate",
         ),
         "vault_api": (
-            leaf(issuing), [issuing], pkigen.pem_bundle(issuing, root) + issuing.key_pem(),
+            leaf(issuing),
+            [issuing],
+            pkigen.pem_bundle(issuing, root) + issuing.key_pem(),
             "someone pasted a private key into the trust bundle",
         ),
     }
@@ -153,7 +175,7 @@ def build_demo(directory: Path, stack: ExitStack, *, now: datetime | None = None
     config.write_text(
         "[verify]\n"
         f'trusted_roots = "{roots}"\n'
-        "timeout = \"5s\"\n\n"
+        'timeout = "5s"\n\n'
         "[regenerate]\n"
         f'trusted_roots = "{roots}"\n'
         f'outbox = "{directory / "outbox"}"\n'

@@ -145,7 +145,10 @@ def finish_shared_bundles(evaluations: Sequence[Evaluation]) -> list[Result]:
             for cert in ev.bundle_certs:
                 if cert.sha256 in related:
                     continue
-                if any(p.code is Code.UNUSED_EXPIRED_CERTIFICATE and p.certificate == cert.subject for p in ev.result.problems):
+                if any(
+                    p.code is Code.UNUSED_EXPIRED_CERTIFICATE and p.certificate == cert.subject
+                    for p in ev.result.problems
+                ):
                     continue
                 extra.append(
                     Problem(
@@ -175,9 +178,7 @@ def _choose_leaf(
     return None, Source.BUNDLE
 
 
-def _endpoint_problems(
-    presented: Presented | None, leaf: CertInfo | None, leaf_source: Source
-) -> list[Problem]:
+def _endpoint_problems(presented: Presented | None, leaf: CertInfo | None, leaf_source: Source) -> list[Problem]:
     if presented is None or presented.probe_error is None:
         if leaf is not None and leaf_source is Source.BUNDLE:
             return [
@@ -255,9 +256,7 @@ def _structural(inputs: Inputs, now: datetime, warn_days: int) -> Diagnosis:
     notes: list[str] = []
     related: set[str] = set()
     diagnoses = [
-        diagnose(
-            Link(bottom, Source.BUNDLE), inputs, now, hostname=None, warn_days=warn_days, leaf_is_endpoint=False
-        )
+        diagnose(Link(bottom, Source.BUNDLE), inputs, now, hostname=None, warn_days=warn_days, leaf_is_endpoint=False)
         for bottom in bottoms
     ]
     for d in diagnoses:
@@ -328,11 +327,14 @@ def client_cert_problems(reading: BundleReading, now: datetime, warn_days: int) 
     for cert in certs:
         if now > cert.not_after:
             out.append(
-                Problem(Code.EXPIRED, Severity.ERROR, f"{label}: {cert.subject} expired on {cert.not_after:%Y-%m-%d}", cert.subject)
+                Problem(
+                    Code.EXPIRED,
+                    Severity.ERROR,
+                    f"{label}: {cert.subject} expired on {cert.not_after:%Y-%m-%d}",
+                    cert.subject,
+                )
             )
-    out.extend(
-        replace(p, message=f"{label}: {p.message}") for p in expiring_soon([client], now, warn_days)
-    )
+    out.extend(replace(p, message=f"{label}: {p.message}") for p in expiring_soon([client], now, warn_days))
     from .chain import Pool, find_paths
 
     search = find_paths(Link(client, Source.BUNDLE), Pool(Link(c, Source.BUNDLE) for c in certs))

@@ -38,7 +38,9 @@ def inspect_bundle(path: str, output_format: str = "text") -> int:
         rows.append(row)
     problems = [p.to_json() for p in reading.problems]
     if output_format == "json":
-        print(json.dumps({"bundle": path, "encoding": reading.encoding, "blocks": rows, "problems": problems}, indent=2))
+        print(
+            json.dumps({"bundle": path, "encoding": reading.encoding, "blocks": rows, "problems": problems}, indent=2)
+        )
     else:
         print(f"{path}: {reading.encoding}, {len(reading.blocks)} block(s)")
         for row in rows:

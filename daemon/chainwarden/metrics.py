@@ -142,17 +142,31 @@ class ChainwardenCollector(Collector):
 
 def _connection_families(connections: Mapping[ConnectionKey, ConnectionState]) -> Iterator[Metric]:
     labels = ["file", "connection"]
-    complete = GaugeMetricFamily("chainwarden_chain_complete", "1 when the bundle alone carries the endpoint's leaf to a self-signed root.", labels=labels)
-    problem = GaugeMetricFamily("chainwarden_chain_problem", "1 per active problem on a connection.", labels=labels + ["code", "severity"])
+    complete = GaugeMetricFamily(
+        "chainwarden_chain_complete",
+        "1 when the bundle alone carries the endpoint's leaf to a self-signed root.",
+        labels=labels,
+    )
+    problem = GaugeMetricFamily(
+        "chainwarden_chain_problem", "1 per active problem on a connection.", labels=labels + ["code", "severity"]
+    )
     cert_expiry = GaugeMetricFamily(
         "chainwarden_certificate_not_after_timestamp_seconds",
         "notAfter of every certificate on the chosen path (role leaf/intermediate/root) and in the bundle (role bundle).",
         labels=labels + ["role", "subject", "issuer", "sha256"],
     )
-    chain_expiry = GaugeMetricFamily("chainwarden_chain_expiry_timestamp_seconds", "Earliest notAfter on the chosen path.", labels=labels)
-    last_check = GaugeMetricFamily("chainwarden_last_check_timestamp_seconds", "When the connection was last verified.", labels=labels)
-    probe_ok = GaugeMetricFamily("chainwarden_endpoint_probe_success", "1 when the last TLS probe of the endpoint succeeded.", labels=labels)
-    probe_time = GaugeMetricFamily("chainwarden_endpoint_probe_duration_seconds", "Duration of the last TLS probe.", labels=labels)
+    chain_expiry = GaugeMetricFamily(
+        "chainwarden_chain_expiry_timestamp_seconds", "Earliest notAfter on the chosen path.", labels=labels
+    )
+    last_check = GaugeMetricFamily(
+        "chainwarden_last_check_timestamp_seconds", "When the connection was last verified.", labels=labels
+    )
+    probe_ok = GaugeMetricFamily(
+        "chainwarden_endpoint_probe_success", "1 when the last TLS probe of the endpoint succeeded.", labels=labels
+    )
+    probe_time = GaugeMetricFamily(
+        "chainwarden_endpoint_probe_duration_seconds", "Duration of the last TLS probe.", labels=labels
+    )
     verdicts = GaugeMetricFamily("chainwarden_connections", "Connections per verdict.", labels=["verdict"])
     counts = dict.fromkeys((v.value for v in Verdict), 0)
     for (file, name), state in sorted(connections.items()):
@@ -165,11 +179,15 @@ def _connection_families(connections: Mapping[ConnectionKey, ConnectionState]) -
         on_path = set()
         for entry in result.chain:
             on_path.add(entry.sha256)
-            cert_expiry.add_metric(key + [entry.role.value, entry.subject, entry.issuer, entry.sha256[:16]], entry.not_after.timestamp())
+            cert_expiry.add_metric(
+                key + [entry.role.value, entry.subject, entry.issuer, entry.sha256[:16]], entry.not_after.timestamp()
+            )
         for entry in result.bundle_certificates:
             if entry.sha256 not in on_path:
                 on_path.add(entry.sha256)
-                cert_expiry.add_metric(key + ["bundle", entry.subject, entry.issuer, entry.sha256[:16]], entry.not_after.timestamp())
+                cert_expiry.add_metric(
+                    key + ["bundle", entry.subject, entry.issuer, entry.sha256[:16]], entry.not_after.timestamp()
+                )
         expires = result.chain_expires_at
         if expires is not None:
             chain_expiry.add_metric(key, expires.timestamp())
@@ -185,7 +203,9 @@ def _connection_families(connections: Mapping[ConnectionKey, ConnectionState]) -
 
 def _file_problem_family(file_results: Mapping[str, Result]) -> Iterator[Metric]:
     family = GaugeMetricFamily(
-        "chainwarden_file_problem", "1 per active file-level problem of a connection JSON (invalid JSON, bad apply_at...).", labels=["file", "code", "severity"]
+        "chainwarden_file_problem",
+        "1 per active file-level problem of a connection JSON (invalid JSON, bad apply_at...).",
+        labels=["file", "code", "severity"],
     )
     for file, result in sorted(file_results.items()):
         for code, severity in sorted({(p.code.value, p.severity.value) for p in result.problems}):
@@ -194,28 +214,45 @@ def _file_problem_family(file_results: Mapping[str, Result]) -> Iterator[Metric]
 
 
 def _daemon_families(snap: _Snapshot) -> Iterator[Metric]:
-    errors = CounterMetricFamily("chainwarden_source_errors", "Errors reading inputs or writing outputs, by reason.", labels=["reason"])
+    errors = CounterMetricFamily(
+        "chainwarden_source_errors", "Errors reading inputs or writing outputs, by reason.", labels=["reason"]
+    )
     for reason, value in sorted(snap.source_errors.items()):
         errors.add_metric([reason], value)
     mode = GaugeMetricFamily("chainwarden_watch_mode", "1 for the active file-watching mode.", labels=["mode"])
     for name in WATCH_MODES:
         mode.add_metric([name], 1.0 if name == snap.watch_mode else 0.0)
-    reload_ok = GaugeMetricFamily("chainwarden_config_last_reload_successful", "1 when the last configuration (re)load succeeded.")
+    reload_ok = GaugeMetricFamily(
+        "chainwarden_config_last_reload_successful", "1 when the last configuration (re)load succeeded."
+    )
     reload_ok.add_metric([], 1.0 if snap.reload_ok else 0.0)
-    reload_ts = GaugeMetricFamily("chainwarden_config_last_reload_success_timestamp_seconds", "When the configuration was last loaded successfully.")
+    reload_ts = GaugeMetricFamily(
+        "chainwarden_config_last_reload_success_timestamp_seconds",
+        "When the configuration was last loaded successfully.",
+    )
     reload_ts.add_metric([], snap.reload_ts)
     build = GaugeMetricFamily("chainwarden_build_info", "chainwarden's version.", labels=["version"])
     build.add_metric([__version__], 1.0)
-    regen = CounterMetricFamily("chainwarden_bundle_regenerations", "Bundle regenerations by outcome.", labels=["file", "connection", "outcome"])
+    regen = CounterMetricFamily(
+        "chainwarden_bundle_regenerations", "Bundle regenerations by outcome.", labels=["file", "connection", "outcome"]
+    )
     for (file, name, outcome), value in sorted(snap.regenerations.items()):
         regen.add_metric([file, name, outcome], value)
-    pending = GaugeMetricFamily("chainwarden_pending_apply_at_timestamp_seconds", "apply_at of a resubmission JSON waiting in the outbox.", labels=["file"])
+    pending = GaugeMetricFamily(
+        "chainwarden_pending_apply_at_timestamp_seconds",
+        "apply_at of a resubmission JSON waiting in the outbox.",
+        labels=["file"],
+    )
     for file, when in sorted(snap.pending_apply_at.items()):
         pending.add_metric([file], when)
-    submissions = CounterMetricFamily("chainwarden_submissions", "Runs of the submit command by outcome.", labels=["file", "outcome"])
+    submissions = CounterMetricFamily(
+        "chainwarden_submissions", "Runs of the submit command by outcome.", labels=["file", "outcome"]
+    )
     for (file, outcome), value in sorted(snap.submissions.items()):
         submissions.add_metric([file, outcome], value)
-    submit_last = GaugeMetricFamily("chainwarden_submit_last_success", "1 when the last submit command for the file succeeded.", labels=["file"])
+    submit_last = GaugeMetricFamily(
+        "chainwarden_submit_last_success", "1 when the last submit command for the file succeeded.", labels=["file"]
+    )
     for file, ok in sorted(snap.submit_last.items()):
         submit_last.add_metric([file], 1.0 if ok else 0.0)
     yield from (errors, mode, reload_ok, reload_ts, build, regen, pending, submissions, submit_last)

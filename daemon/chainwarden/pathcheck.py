@@ -27,14 +27,10 @@ def validity_problems(
         problems.extend(_time_problems(cert, now, _role_word(position, len(path))))
         problems.extend(_algorithm_problems(cert, is_anchor=position == len(path) - 1))
         if cert.extension_error:
-            problems.append(
-                _invalid(cert, f"certificate {cert.subject}: unreadable extension: {cert.extension_error}")
-            )
+            problems.append(_invalid(cert, f"certificate {cert.subject}: unreadable extension: {cert.extension_error}"))
         if cert.unknown_critical and position < len(path) - 1:
             oids = ", ".join(cert.unknown_critical)
-            problems.append(
-                _invalid(cert, f"certificate {cert.subject}: unrecognised critical extension {oids}")
-            )
+            problems.append(_invalid(cert, f"certificate {cert.subject}: unrecognised critical extension {oids}"))
     problems.extend(_ca_problems(path))
     problems.extend(_name_constraint_problems(path))
     if leaf_is_endpoint and len(path) > 1:
@@ -72,9 +68,7 @@ def _time_problems(cert: CertInfo, now: datetime, role: str) -> list[Problem]:
     return []
 
 
-def expiring_soon(
-    path: Sequence[CertInfo], now: datetime, warn_days: int
-) -> list[Problem]:
+def expiring_soon(path: Sequence[CertInfo], now: datetime, warn_days: int) -> list[Problem]:
     horizon = now + timedelta(days=warn_days)
     out = []
     for position, cert in enumerate(path):
@@ -111,8 +105,7 @@ def _algorithm_problems(cert: CertInfo, *, is_anchor: bool) -> list[Problem]:
             Problem(
                 Code.WEAK_ALGORITHM,
                 Severity.WARNING,
-                f"certificate {cert.subject} is signed with SHA-1; "
-                "the JVM rejects it under publicly trusted roots",
+                f"certificate {cert.subject} is signed with SHA-1; the JVM rejects it under publicly trusted roots",
                 cert.subject,
             )
         )
@@ -221,8 +214,7 @@ def _name_constraint_problems(path: Sequence[CertInfo]) -> list[Problem]:
                 out.append(
                     _invalid(
                         subordinate,
-                        f"{subordinate.subject} violates the name constraints of "
-                        f"{path[position].subject}: {reason}",
+                        f"{subordinate.subject} violates the name constraints of {path[position].subject}: {reason}",
                     )
                 )
     return out

@@ -16,7 +16,9 @@ KeyKind = Literal["rsa", "ec"]
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 DAY = dt.timedelta(days=1)
-EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+# Certificates are placed around today, so live endpoints (demo, daemon tests) are valid now;
+# tests that pin the clock do so relative to EPOCH.
+EPOCH = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 @dataclass(frozen=True)
@@ -120,9 +122,7 @@ def _ca_extensions(
 
 
 def _aki(builder: x509.CertificateBuilder, issuer_key: PrivateKey) -> x509.CertificateBuilder:
-    return builder.add_extension(
-        x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
-    )
+    return builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False)
 
 
 def _aia(builder: x509.CertificateBuilder, url: str | None) -> x509.CertificateBuilder:
@@ -167,9 +167,7 @@ def make_intermediate(
     org: str = "Chainwarden Demo",
 ) -> Issued:
     key = key or new_key(kind)
-    builder = _builder(
-        name(common_name, org), issuer.cert.subject, key.public_key(), not_before, not_after, None
-    )
+    builder = _builder(name(common_name, org), issuer.cert.subject, key.public_key(), not_before, not_after, None)
     builder = _ca_extensions(builder, key, issuer.key, path_length, is_ca, key_cert_sign)
     builder = _aki(builder, issuer.key)
     builder = _aia(builder, aia_url)
@@ -238,9 +236,7 @@ def make_leaf(
         usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
     if usages:
         builder = builder.add_extension(x509.ExtendedKeyUsage(usages), False)
-    builder = builder.add_extension(
-        x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False
-    )
+    builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
     builder = _aki(builder, issuer.key)
     builder = _aia(builder, aia_url)
     return Issued(builder.sign(issuer.key, _sign_alg(issuer.key)), key)
@@ -279,7 +275,5 @@ def three_tier(
         aia_url=f"{aia_base}/root.der" if aia_base else None,
         org=org,
     )
-    leaf = make_leaf(
-        [host], inter, kind=kind, aia_url=f"{aia_base}/issuing.der" if aia_base else None
-    )
+    leaf = make_leaf([host], inter, kind=kind, aia_url=f"{aia_base}/issuing.der" if aia_base else None)
     return ThreeTier(root, inter, leaf)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     """How bad a problem is; ordered so that max() gives the verdict."""
 
     INFO = "info"
@@ -22,7 +22,7 @@ class Severity(str, Enum):
 _RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2}
 
 
-class Code(str, Enum):
+class Code(StrEnum):
     """Problem codes. Public contract: names never change, new ones may be added."""
 
     CONNECTION_INVALID = "connection_invalid"
@@ -51,13 +51,13 @@ class Code(str, Enum):
     FIX_FAILED = "fix_failed"
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     LEAF = "leaf"
     INTERMEDIATE = "intermediate"
     ROOT = "root"
 
 
-class Source(str, Enum):
+class Source(StrEnum):
     """Where a certificate on a reported chain came from."""
 
     ENDPOINT = "endpoint"
@@ -66,7 +66,7 @@ class Source(str, Enum):
     STORE = "store"
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     OK = "ok"
     WARNING = "warning"
     ERROR = "error"

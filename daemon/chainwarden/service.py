@@ -1,0 +1,559 @@
+"""The daemon: one worker thread of record that verifies on file change, on schedule and on SIGHUP."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client import CollectorRegistry
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from .bundle import BundleReading, read_bundle_file
+from .chaincache import ChainCache
+from .checker import PassInputs, evaluate_pass, presented_from_probe
+from .config import Config, ConfigError, load_config
+from .connections import ConnectionFile, read_connection_file
+from .engine import Presented
+from .logsetup import setup_logging
+from .metrics import ChainwardenCollector, ConnectionState, MetricsState
+from .notify import sd_notify, watchdog_interval
+from .probe import ProbeResult, probe_many
+from .report import Result, overall_exit_code
+from .roots import RootStore, load_root_store
+from .watcher import Watcher
+
+log = logging.getLogger("chainwarden")
+
+Endpoint = tuple[str, int]
+Clock = Callable[[], datetime]
+Prober = Callable[..., Mapping[tuple[str, int, str | None], ProbeResult]]
+
+DEBOUNCE_SECONDS = 0.05
+DEBOUNCE_MAX_SECONDS = 0.3
+TRUNCATION_RETRIES = 6
+TRUNCATION_RETRY_SECONDS = 0.25
+HEALTH_CHECK_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Command:
+    kind: str  # "full", "folders", "reload", "stop"
+    folders: frozenset[str] = frozenset()
+
+
+@dataclass
+class Inventory:
+    """What the daemon has read: connection files, bundles, and their content fingerprints."""
+
+    files: dict[str, ConnectionFile] = field(default_factory=dict)
+    bundles: dict[str, BundleReading] = field(default_factory=dict)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+    def bundle_users(self) -> dict[str, set[tuple[str, str]]]:
+        """Reverse index: bundle or client_cert path -> connections that use it."""
+        users: dict[str, set[tuple[str, str]]] = {}
+        for cf in self.files.values():
+            for conn in cf.connections:
+                for path in (conn.server_cert_path, conn.client_cert_path):
+                    if path:
+                        users.setdefault(path, set()).add((conn.file, conn.name))
+        return users
+
+    def endpoints(self) -> set[Endpoint]:
+        return {(c.host, c.port) for cf in self.files.values() for c in cf.connections}
+
+    def pass_inputs(self) -> PassInputs:
+        return PassInputs(files=list(self.files.values()), bundles=dict(self.bundles))
+
+
+def fingerprint(path: str) -> str:
+    """Content identity of a file (or why it cannot be read): events are hints, content decides."""
+    try:
+        with open(path, "rb") as handle:
+            digest = hashlib.sha256()
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()
+    except OSError as exc:
+        return f"error:{exc.errno}"
+
+
+def looks_truncated(path: str) -> bool:
+    """A PEM caught half-written: more BEGIN lines than END lines."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(8 * 1024 * 1024)
+    except OSError:
+        return False
+    return data.count(b"-----BEGIN ") > data.count(b"-----END ")
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock = lambda: datetime.now(UTC),
+        prober: Prober = probe_many,
+        config_path: str | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.clock = clock
+        self.prober = prober
+        self.metrics = MetricsState()
+        self.commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        self.inventory = Inventory()
+        self.presented: dict[Endpoint, Presented] = {}
+        self.probe_times: dict[Endpoint, float] = {}
+        self.previous_status: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
+        self.truncation_attempts: dict[str, int] = {}
+        self.heartbeat = time.monotonic()
+        self.regenerator: Any = None
+        self._http: Any = None
+        self._watcher: Watcher | None = None
+        self._scheduler: BackgroundScheduler | None = None
+        self._stopping = threading.Event()
+        self._timers: list[threading.Timer] = []
+        self._store: RootStore | None = None
+        self._chain_cache = ChainCache(Path(config.state_dir) / "chains")
+
+    # Lifecycle ---------------------------------------------------------------
+    def start(self) -> None:
+        self._ensure_state_dir()
+        self._start_http()
+        self._watcher = Watcher(
+            self._on_folders,
+            force_polling=self.config.watch_force_polling,
+            poll_interval=self.config.watch_poll_interval,
+        )
+        self._watcher.start(self._watch_folders())
+        self.metrics.set_watch_mode(self._watcher.mode)
+        self.metrics.set_reload(True, time.time())
+        self._scheduler = BackgroundScheduler(timezone=UTC)
+        self._scheduler.add_job(
+            lambda: self.commands.put(Command("full")),
+            IntervalTrigger(seconds=self.config.schedule_interval, jitter=int(self.config.schedule_jitter) or None),
+            id="full-pass",
+            max_instances=1,
+            coalesce=True,
+        )
+        self._scheduler.start()
+        self._load_regenerator()
+
+    def stop(self) -> None:
+        """Stop in reverse order of start; safe to call twice."""
+        self._stopping.set()
+        for timer in self._timers:
+            timer.cancel()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+        if self._http is not None:
+            server, thread = self._http
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+            self._http = None
+
+    def _ensure_state_dir(self) -> None:
+        try:
+            Path(self.config.state_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.warning(
+                "state folder %s is not usable (%s): cached chains are not kept",
+                self.config.state_dir,
+                exc.strerror or exc,
+            )
+            self.metrics.count_source_error("state")
+
+    def _start_http(self) -> None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(ChainwardenCollector(self.metrics))
+        for collector in (ProcessCollector, PlatformCollector, GCCollector):
+            try:
+                collector(registry=registry)
+            except Exception:  # noqa: BLE001 - optional process metrics must never stop the daemon
+                pass
+        host, port = self.config.listen_host_port
+        from .metrics_http import serve_metrics
+
+        self._http = serve_metrics(self.config, registry, host, port)
+        log.info("metrics on %s://%s:%d/metrics", "https" if self.config.metrics_tls_cert else "http", host, port)
+
+    def _load_regenerator(self) -> None:
+        if not self.config.regenerate_enabled:
+            self.regenerator = None
+            return
+        from .regenerate import Regenerator
+
+        self.regenerator = Regenerator(self.config, self.metrics, self.clock)
+
+    # Event intake (other threads) --------------------------------------------
+    def _on_folders(self, folders: set[str]) -> None:
+        if folders:
+            self.commands.put(Command("folders", frozenset(folders)))
+
+    def request_reload(self) -> None:
+        self.commands.put(Command("reload"))
+
+    def request_stop(self) -> None:
+        self.commands.put(Command("stop"))
+
+    # The worker --------------------------------------------------------------
+    def run_forever(self) -> None:
+        self._status("starting: first verification")
+        self.full_pass(probe=False)  # cached chains first, so metrics exist at once
+        sd_notify("READY=1\nSTATUS=" + self._summary())
+        self._start_watchdog_pinger()
+        self.commands.put(Command("full"))
+        next_health = time.monotonic() + HEALTH_CHECK_SECONDS
+        while not self._stopping.is_set():
+            self.heartbeat = time.monotonic()
+            try:
+                command = self.commands.get(timeout=max(0.05, next_health - time.monotonic()))
+            except queue.Empty:
+                if self._watcher is not None:
+                    self._watcher.health_check()
+                next_health = time.monotonic() + HEALTH_CHECK_SECONDS
+                continue
+            try:
+                self._handle(command)
+            except Exception:  # noqa: BLE001 - the worker must survive any single failure
+                log.exception("verification failed unexpectedly; the daemon keeps running")
+                self.metrics.count_source_error("internal")
+
+    def _handle(self, command: Command) -> None:
+        if command.kind == "stop":
+            sd_notify("STOPPING=1")
+            self._stopping.set()
+        elif command.kind == "reload":
+            self.reload()
+        elif command.kind == "full":
+            self.full_pass(probe=True)
+            sd_notify("STATUS=" + self._summary())
+        elif command.kind == "folders":
+            folders = set(command.folders)
+            deadline = time.monotonic() + DEBOUNCE_MAX_SECONDS
+            # Debounce: gather the burst an editor or kubelet makes, then look once.
+            while time.monotonic() < deadline:
+                try:
+                    more = self.commands.get(timeout=DEBOUNCE_SECONDS)
+                except queue.Empty:
+                    break
+                if more.kind != "folders":
+                    self.commands.put(more)
+                    break
+                folders |= more.folders
+            self.changed_folders(folders)
+
+    # Verification ------------------------------------------------------------
+    def _watch_folders(self) -> set[str]:
+        folders: set[str] = set()
+        for entry in self.config.watch_connections:
+            path = Path(entry)
+            folders.add(str(path if path.is_dir() or not path.suffix else path.parent))
+        for entry in self.config.watch_bundles:
+            folders.add(entry)
+        for path in self.inventory.bundle_users():
+            folders.add(str(Path(path).parent))
+        return {os.path.abspath(f) for f in folders}
+
+    def connection_file_paths(self) -> list[str]:
+        paths: list[str] = []
+        for entry in self.config.watch_connections:
+            path = Path(entry)
+            if path.is_dir():
+                paths.extend(sorted(str(p) for p in path.glob("*.json") if p.is_file()))
+            else:
+                paths.append(str(path))
+        return [os.path.abspath(p) for p in paths]
+
+    def full_pass(self, *, probe: bool) -> list[Result]:
+        started = time.monotonic()
+        inventory = Inventory()
+        for path in self.connection_file_paths():
+            self._read_connection_file(inventory, path)
+        for bundle_path in sorted({p for users in [inventory.bundle_users()] for p in users}):
+            self._read_bundle(inventory, bundle_path)
+        self.inventory = inventory
+        if probe and self.config.verify_probe:
+            self._probe(inventory.endpoints())
+        else:
+            self._presented_from_cache(inventory.endpoints())
+        results = self._evaluate(None)
+        if self._watcher is not None:
+            self._watcher.set_folders(self._watch_folders())
+        log.debug("full pass: %d results in %.2f s", len(results), time.monotonic() - started)
+        return results
+
+    def changed_folders(self, folders: set[str]) -> None:
+        """Re-read what changed inside `folders` (by content) and re-verify only the affected connections."""
+        folders = {os.path.abspath(f) for f in folders}
+        users = self.inventory.bundle_users()
+        candidates = set(self.connection_file_paths()) | set(self.inventory.files) | set(users)
+        changed = [p for p in candidates if os.path.dirname(os.path.abspath(p)) in folders or os.path.abspath(p) in folders]
+        changed = [p for p in changed if fingerprint(p) != self.inventory.fingerprints.get(p)]
+        if not changed:
+            return
+        retry = [p for p in changed if p in users and looks_truncated(p)]
+        for path in retry:
+            attempts = self.truncation_attempts.get(path, 0) + 1
+            self.truncation_attempts[path] = attempts
+            if attempts <= TRUNCATION_RETRIES:
+                self._retry_later(os.path.dirname(path))
+                changed.remove(path)
+        if not changed:
+            return
+        affected: set[tuple[str, str]] = set()
+        connection_files = set(self.connection_file_paths())
+        new_endpoints: set[Endpoint] = set()
+        for path in changed:
+            self.truncation_attempts.pop(path, None)
+            if path in connection_files or path in self.inventory.files:
+                before = self.inventory.endpoints()
+                old = self.inventory.files.get(path)
+                if path in connection_files:
+                    self._read_connection_file(self.inventory, path)
+                else:
+                    self.inventory.files.pop(path, None)
+                    self.inventory.fingerprints.pop(path, None)
+                new = self.inventory.files.get(path)
+                for cf in (old, new):
+                    if cf is not None:
+                        affected |= {(c.file, c.name) for c in cf.connections}
+                new_endpoints |= self.inventory.endpoints() - before
+            if path in users or path in self.inventory.bundles:
+                self._read_bundle(self.inventory, path)
+                affected |= users.get(path, set())
+        users = self.inventory.bundle_users()
+        for bundle_path in list(users):
+            if bundle_path not in self.inventory.bundles:
+                self._read_bundle(self.inventory, bundle_path)
+        # Everything sharing a bundle with an affected connection is re-judged with it.
+        by_key = {key: path for path, keys in users.items() for key in keys}
+        for key in list(affected):
+            shared = by_key.get(key)
+            if shared:
+                affected |= users[shared]
+        if new_endpoints and self.config.verify_probe:
+            self._probe(new_endpoints)
+        self._presented_from_cache(self.inventory.endpoints() - set(self.presented))
+        self._evaluate(affected)
+        if self._watcher is not None:
+            self._watcher.set_folders(self._watch_folders())
+
+    def _retry_later(self, folder: str) -> None:
+        timer = threading.Timer(
+            TRUNCATION_RETRY_SECONDS, lambda: self.commands.put(Command("folders", frozenset({folder})))
+        )
+        timer.daemon = True
+        self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+        timer.start()
+
+    def _read_connection_file(self, inventory: Inventory, path: str) -> None:
+        inventory.fingerprints[path] = fingerprint(path)
+        cf = read_connection_file(path, now=self.clock())
+        if cf.problems:
+            self.metrics.count_source_error("connection_json")
+        inventory.files[path] = cf
+
+    def _read_bundle(self, inventory: Inventory, path: str) -> None:
+        inventory.fingerprints[path] = fingerprint(path)
+        reading = read_bundle_file(path)
+        if not reading.readable:
+            self.metrics.count_source_error("bundle")
+        inventory.bundles[path] = reading
+
+    def _probe(self, endpoints: Iterable[Endpoint]) -> None:
+        targets = sorted({(host, port, None) for host, port in endpoints}, key=str)
+        if not targets:
+            return
+        results = self.prober(targets, concurrency=self.config.verify_concurrency, timeout=self.config.verify_timeout)
+        for (host, port, _), result in results.items():
+            self.heartbeat = time.monotonic()
+            endpoint = (host, port)
+            self.probe_times[endpoint] = result.duration
+            presented = presented_from_probe(result)
+            if presented.probe_error is None:
+                self._chain_cache.store(host, port, presented.chain)
+                self.presented[endpoint] = presented
+                continue
+            self.metrics.count_source_error("probe")
+            cached = self._chain_cache.load(host, port)
+            self.presented[endpoint] = Presented(cached, "cache" if cached else "probe", presented.probe_error)
+
+    def _presented_from_cache(self, endpoints: Iterable[Endpoint]) -> None:
+        for endpoint in endpoints:
+            if endpoint in self.presented:
+                continue
+            cached = self._chain_cache.load(*endpoint)
+            if cached:
+                self.presented[endpoint] = Presented(cached, "cache")
+
+    def _store_for(self) -> RootStore:
+        if self._store is None:
+            self._store = load_root_store(self.config.verify_trusted_roots)
+        return self._store
+
+    def _evaluate(self, only: set[tuple[str, str]] | None) -> list[Result]:
+        now = self.clock()
+        presented = {(h, p, None): pres for (h, p), pres in self.presented.items()}
+        results = evaluate_pass(
+            self.inventory.pass_inputs(), presented, now, self.config, store=self._store_for(), only=only
+        )
+        checked_at = time.time()
+        states: dict[tuple[str, str], ConnectionState] = {}
+        file_results: dict[str, Result] = {}
+        endpoints = {(c.file, c.name): (c.host, c.port) for cf in self.inventory.files.values() for c in cf.connections}
+        for result in results:
+            if result.connection is None:
+                if result.file:
+                    file_results[result.file] = result
+                continue
+            key = (result.file or "", result.connection)
+            endpoint = endpoints.get(key)
+            states[key] = ConnectionState(
+                result=result,
+                checked_at=checked_at,
+                probe_success=result.probe_ok,
+                probe_duration=self.probe_times.get(endpoint) if endpoint else None,
+            )
+            self._log_state_change(key, result)
+        if only is None:
+            self.metrics.replace_connections(states, file_results)
+            self._forget_removed(set(states))
+        else:
+            current = self.metrics.connection_states()
+            merged = {k: v for k, v in current.items() if k in endpoints}
+            merged.update(states)
+            files = {cf.path: _file_result(cf) for cf in self.inventory.files.values() if cf.problems}
+            self.metrics.replace_connections(merged, files)
+            self._forget_removed(set(merged))
+        if self.regenerator is not None:
+            self.regenerator.after_evaluation(self.inventory, results, self.presented)
+        return results
+
+    def _forget_removed(self, keys: set[tuple[str, str]]) -> None:
+        for key in set(self.previous_status) - keys:
+            log.info("connection %s %s: no longer configured", *key)
+            del self.previous_status[key]
+
+    def _log_state_change(self, key: tuple[str, str], result: Result) -> None:
+        codes = tuple(sorted({p.code.value for p in result.problems if p.severity.value != "info"}))
+        status = (result.verdict.value, codes)
+        previous = self.previous_status.get(key)
+        if previous == status:
+            return
+        self.previous_status[key] = status
+        level = logging.INFO if result.verdict.value == "ok" else logging.WARNING
+        was = f"{previous[0]} -> " if previous else ""
+        detail = f" ({', '.join(codes)})" if codes else ""
+        log.log(level, "connection %s %s: %s%s%s", key[0], key[1], was, result.verdict.value, detail)
+
+    # Reload ------------------------------------------------------------------
+    def reload(self) -> bool:
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("configuration reload failed; keeping the running configuration:\n%s", exc)
+            self.metrics.set_reload(False, time.time())
+            self.metrics.count_source_error("config")
+            return False
+        old = self.config
+        self.config = new
+        self._store = None
+        self._chain_cache = ChainCache(Path(new.state_dir) / "chains")
+        if new.metrics_listen != old.metrics_listen or new.metrics_tls_cert != old.metrics_tls_cert:
+            if self._http is not None:
+                server, thread = self._http
+                server.shutdown()
+                server.server_close()
+            self._start_http()
+        if self._scheduler is not None and (new.schedule_interval, new.schedule_jitter) != (
+            old.schedule_interval,
+            old.schedule_jitter,
+        ):
+            self._scheduler.reschedule_job(
+                "full-pass",
+                trigger=IntervalTrigger(seconds=new.schedule_interval, jitter=int(new.schedule_jitter) or None),
+            )
+        self._load_regenerator()
+        self.metrics.set_reload(True, time.time())
+        log.info("configuration reloaded from %s", self.config_path)
+        self.full_pass(probe=True)
+        return True
+
+    # systemd -----------------------------------------------------------------
+    def _start_watchdog_pinger(self) -> None:
+        interval = watchdog_interval()
+        if interval is None:
+            return
+
+        def ping() -> None:
+            while not self._stopping.wait(interval):
+                # Only vouch for the worker while it makes progress (it updates the heartbeat).
+                if time.monotonic() - self.heartbeat < max(interval * 4, self.config.verify_timeout * 3):
+                    sd_notify("WATCHDOG=1")
+
+        threading.Thread(target=ping, name="sd-watchdog", daemon=True).start()
+
+    def _status(self, text: str) -> None:
+        sd_notify(f"STATUS={text}")
+
+    def _summary(self) -> str:
+        states = self.metrics.connection_states()
+        bad = sum(1 for s in states.values() if s.result.verdict.value == "error")
+        return f"{len(states)} connections, {bad} with errors"
+
+
+def _file_result(cf: ConnectionFile) -> Result:
+    from .checker import file_result
+
+    return file_result(cf)
+
+
+def run_service(args: argparse.Namespace, config: Config) -> int:
+    setup_logging(config.log_level)
+    if args.check_config:
+        print(f"configuration {args.config or '(defaults)'} is valid")
+        return 0
+    daemon = Daemon(config, config_path=args.config)
+    if args.once:
+        results = daemon.full_pass(probe=config.verify_probe)
+        from .render import results_text
+
+        print(results_text(results), end="")
+        return overall_exit_code(results)
+    try:
+        daemon.start()
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 3
+    signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
+    signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: daemon.request_stop())
+    try:
+        daemon.run_forever()
+    finally:
+        daemon.stop()
+        log.info("stopped")
+    return 0

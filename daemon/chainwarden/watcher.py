@@ -1,0 +1,154 @@
+"""Watch folders for changes (inotify, or polling when inotify cannot be had) and report folder names only."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver, ObservedWatch
+from watchdog.observers.polling import PollingObserver
+
+log = logging.getLogger("chainwarden.watch")
+
+# Called with the folders in which something happened; the receiver compares content itself.
+ChangeSink = Callable[[set[str]], None]
+
+
+class _Handler(FileSystemEventHandler):
+    """Never raises: an exception here would silently kill watchdog's thread for good."""
+
+    def __init__(self, sink: ChangeSink) -> None:
+        self._sink = sink
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            if event.event_type in ("opened", "closed_no_write"):
+                return
+            folders = set()
+            for raw in (event.src_path, getattr(event, "dest_path", "")):
+                if not raw:
+                    continue
+                path = os.fsdecode(raw)
+                folders.add(os.path.dirname(path))
+                if event.is_directory:
+                    folders.add(path)  # a watched folder itself was created, moved or deleted
+            self._sink(folders)
+        except Exception:  # noqa: BLE001
+            log.exception("file event could not be handled; later events still are")
+
+
+class Watcher:
+    """Keeps a watch on every wanted folder, and on its parent so a deleted folder is noticed when it returns."""
+
+    def __init__(self, sink: ChangeSink, *, force_polling: bool = False, poll_interval: float = 2.0) -> None:
+        self._sink = sink
+        self._handler = _Handler(self._on_change)
+        self._force_polling = force_polling
+        self._poll_interval = poll_interval
+        self._lock = threading.Lock()
+        self._wanted: set[str] = set()
+        self._watches: dict[str, ObservedWatch] = {}
+        self._observer: BaseObserver | None = None
+        self.mode = "polling" if force_polling else "inotify"
+        self.fallback_reason: str | None = None
+
+    def start(self, folders: Iterable[str]) -> None:
+        self._observer = self._new_observer()
+        self._observer.start()
+        self.set_folders(folders)
+
+    def _new_observer(self) -> BaseObserver:
+        if self._force_polling:
+            self.mode = "polling"
+            return PollingObserver(timeout=self._poll_interval)
+        return Observer()
+
+    def set_folders(self, folders: Iterable[str]) -> None:
+        """Watch exactly these folders (and their parents); safe to call again with a new set."""
+        wanted = {os.path.abspath(f) for f in folders}
+        with self._lock:
+            self._wanted = wanted
+            targets = set()
+            for folder in wanted:
+                targets.add(folder)
+                parent = os.path.dirname(folder)
+                if parent and parent != folder:
+                    targets.add(parent)
+            for stale in set(self._watches) - targets:
+                self._unschedule(stale)
+            for target in sorted(targets):
+                self._ensure(target)
+
+    def _ensure(self, folder: str) -> None:
+        if folder in self._watches or not os.path.isdir(folder) or self._observer is None:
+            return
+        try:
+            self._watches[folder] = self._observer.schedule(self._handler, folder, recursive=False)
+        except OSError as exc:
+            if self.mode == "inotify":
+                self._fall_back_to_polling(exc)
+                self._ensure(folder)
+            else:
+                log.warning("cannot watch %s: %s", folder, exc.strerror or exc)
+
+    def _unschedule(self, folder: str) -> None:
+        watch = self._watches.pop(folder, None)
+        if watch is not None and self._observer is not None:
+            try:
+                self._observer.unschedule(watch)
+            except (KeyError, OSError):
+                pass
+
+    def _fall_back_to_polling(self, exc: OSError) -> None:
+        """inotify is out of instances or watches (or unsupported here): poll instead, without stopping."""
+        self.fallback_reason = f"inotify unavailable ({exc.strerror or exc}); polling every {self._poll_interval:g} s"
+        log.warning("%s", self.fallback_reason)
+        old = self._observer
+        self._watches.clear()
+        self.mode = "polling"
+        self._observer = PollingObserver(timeout=self._poll_interval)
+        self._observer.start()
+        if old is not None:
+            try:
+                old.stop()
+            except Exception:  # noqa: BLE001 - a broken inotify observer may fail to stop
+                pass
+
+    def _on_change(self, folders: set[str]) -> None:
+        with self._lock:
+            # A watched folder that vanished loses its watch; one that came back needs a new one.
+            for folder in list(self._watches):
+                if not os.path.isdir(folder):
+                    self._unschedule(folder)
+            for folder in self._wanted:
+                if folder not in self._watches and os.path.isdir(folder):
+                    self._ensure(folder)
+                    folders.add(folder)
+                    parent = os.path.dirname(folder)
+                    if parent not in self._watches:
+                        self._ensure(parent)
+        self._sink(folders)
+
+    def health_check(self) -> None:
+        """Re-arm watches for folders that came back while no event told us (called on a timer)."""
+        self._on_change(set())
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
+
+
+def folders_for(paths: Iterable[str]) -> set[str]:
+    """The folders to watch for a set of files and folders of interest."""
+    out = set()
+    for path in paths:
+        p = Path(path)
+        out.add(str(p if p.is_dir() else p.parent))
+    return out

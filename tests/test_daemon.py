@@ -1,0 +1,355 @@
+"""The real daemon process on loopback: metrics follow every way files change; reload, stop, polling fallback."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from daemonproc import DaemonProcess, free_port
+from servers import PythonTLSServer, tls_server
+
+from chainwarden import pkigen
+
+pytestmark = pytest.mark.slow
+HOST = "localhost"
+
+
+class Site:
+    """A connection JSON with two connections, their bundles, live endpoints and a config."""
+
+    def __init__(self, root: Path, *, extra_config: str = "") -> None:
+        self.root = root
+        self.pki = pkigen.three_tier(HOST, label="Daemon")
+        self.conns = root / "conns"
+        self.bundles = root / "pki"
+        self.conns.mkdir()
+        self.bundles.mkdir()
+        self.servers = [tls_server(self.pki.leaf, self.pki.intermediate) for _ in range(2)]
+        self.good = pkigen.pem_bundle(self.pki.intermediate, self.pki.root)
+        self.root_only = pkigen.pem_bundle(self.pki.root)
+        self.bundle = self.bundles / "erp-chain.pem"
+        self.bundle.write_bytes(self.good)
+        self.other_bundle = self.bundles / "crm-chain.pem"
+        self.other_bundle.write_bytes(self.good)
+        self.json = self.conns / "prodConnections.json"
+        self.write_connections({"erp": "../pki/erp-chain.pem", "crm": "../pki/crm-chain.pem"})
+        self.port = free_port()
+        self.config = root / "chainwarden.toml"
+        self.write_config(extra_config)
+
+    def write_connections(self, bundles: dict[str, str]) -> None:
+        doc = {
+            "external_connections": {
+                name: {
+                    "baseurl": f"https://{HOST}:{server.port}",
+                    "secrets": {"bearer_token": "Bearer canary-9f8e7d"},
+                    "server_cert": path,
+                }
+                for (name, path), server in zip(bundles.items(), self.servers, strict=False)
+            }
+        }
+        tmp = self.json.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=2))
+        os.replace(tmp, self.json)
+
+    def write_config(self, extra: str = "", *, port: int | None = None) -> None:
+        self.config.write_text(
+            f"""
+[watch]
+connections = ["{self.conns}"]
+poll_interval = "0.2s"
+
+[schedule]
+interval = "1h"
+
+[verify]
+timeout = "5s"
+
+[metrics]
+listen = "127.0.0.1:{port or self.port}"
+
+[state]
+dir = "{self.root / 'state'}"
+{extra}
+"""
+        )
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+@pytest.fixture
+def site(tmp_path):
+    s = Site(tmp_path)
+    yield s
+    s.close()
+
+
+def complete(daemon: DaemonProcess, site: Site, name: str = "erp") -> float | None:
+    return daemon.value("chainwarden_chain_complete", file=str(site.json), connection=name)
+
+
+def wait_complete(daemon, site, expected, name="erp", timeout=20.0):
+    daemon.wait_for(lambda: complete(daemon, site, name) == expected, f"{name} complete == {expected}", timeout)
+
+
+def test_starts_probes_and_exports(site):
+    """A fresh daemon verifies both connections through live probes and exports the pinned metrics."""
+    with DaemonProcess(site.config) as daemon:
+        daemon.wait_value("chainwarden_endpoint_probe_success", 1.0, file=str(site.json), connection="erp")
+        wait_complete(daemon, site, 1.0)
+        text = daemon.scrape()
+        for name in (
+            "chainwarden_chain_problem",
+            "chainwarden_certificate_not_after_timestamp_seconds",
+            "chainwarden_chain_expiry_timestamp_seconds",
+            "chainwarden_last_check_timestamp_seconds",
+            "chainwarden_endpoint_probe_duration_seconds",
+            "chainwarden_source_errors_total",
+            "chainwarden_watch_mode",
+            "chainwarden_config_last_reload_successful",
+            "chainwarden_build_info",
+        ):
+            assert name in text, name
+        assert 'role="leaf"' in text and 'role="root"' in text
+        assert daemon.value("chainwarden_watch_mode", mode="inotify") == 1.0
+        assert "canary-9f8e7d" not in text and "canary-9f8e7d" not in daemon.log
+
+
+def test_atomic_replace_breaks_and_restores(site):
+    """A bundle replaced by rename (editors, sed -i) flips complete to 0, and back to 1 on restore."""
+    with DaemonProcess(site.config) as daemon:
+        wait_complete(daemon, site, 1.0)
+        tmp = site.bundles / ".erp-chain.pem.swp"
+        tmp.write_bytes(site.root_only)
+        os.replace(tmp, site.bundle)
+        wait_complete(daemon, site, 0.0)
+        daemon.wait_value(
+            "chainwarden_chain_problem", 1.0, file=str(site.json), connection="erp",
+            code="missing_intermediate", severity="error",
+        )
+        assert complete(daemon, site, "crm") == 1.0  # the other connection is untouched
+        subprocess.run(["sed", "-i", "s/^$//", str(site.bundle)], check=True)  # a no-op sed -i rewrite
+        site.bundle.write_bytes(site.good)  # in-place rewrite
+        wait_complete(daemon, site, 1.0)
+        assert "erp: ok -> error (missing_intermediate)" in daemon.log
+
+
+def test_vim_style_backup_rename(site):
+    """vim's backup-rename save (rename away, write new, delete backup) is followed."""
+    with DaemonProcess(site.config) as daemon:
+        wait_complete(daemon, site, 1.0)
+        backup = site.bundles / "erp-chain.pem~"
+        os.rename(site.bundle, backup)
+        site.bundle.write_bytes(site.root_only)
+        backup.unlink()
+        wait_complete(daemon, site, 0.0)
+
+
+def test_configmap_symlink_swap(tmp_path):
+    """A Kubernetes-style ..data symlink swap (no event on the file itself) is seen by content."""
+    s = Site(tmp_path)
+    try:
+        mount = tmp_path / "mount"
+        first = mount / "..2026_12_03_a"
+        first.mkdir(parents=True)
+        (first / "chain.pem").write_bytes(s.good)
+        (mount / "..data").symlink_to(first.name)
+        (mount / "chain.pem").symlink_to("..data/chain.pem")
+        s.write_connections({"erp": "../mount/chain.pem", "crm": "../pki/crm-chain.pem"})
+        with DaemonProcess(s.config) as daemon:
+            wait_complete(daemon, s, 1.0)
+            second = mount / "..2026_12_03_b"
+            second.mkdir()
+            (second / "chain.pem").write_bytes(s.root_only)
+            (mount / "..data_tmp").symlink_to(second.name)
+            os.replace(mount / "..data_tmp", mount / "..data")
+            shutil.rmtree(first)
+            wait_complete(daemon, s, 0.0)
+    finally:
+        s.close()
+
+
+def test_directory_deleted_and_recreated(site):
+    """The bundle folder removed and recreated with a broken bundle: noticed, and watched again after."""
+    with DaemonProcess(site.config) as daemon:
+        wait_complete(daemon, site, 1.0)
+        shutil.rmtree(site.bundles)
+        daemon.wait_value(
+            "chainwarden_chain_problem", 1.0, file=str(site.json), connection="erp",
+            code="bundle_unreadable", severity="error",
+        )
+        site.bundles.mkdir()
+        site.other_bundle.write_bytes(site.good)
+        site.bundle.write_bytes(site.root_only)
+        wait_complete(daemon, site, 0.0)
+        daemon.wait_for(lambda: complete(daemon, site, "crm") == 1.0, "crm back")
+        site.bundle.write_bytes(site.good)  # the re-armed watch sees later changes too
+        wait_complete(daemon, site, 1.0)
+
+
+def test_half_written_bundle_is_not_acted_on(site):
+    """A PEM caught half-written is retried, and only the finished content is judged."""
+    with DaemonProcess(site.config) as daemon:
+        wait_complete(daemon, site, 1.0)
+        half = site.root_only[: len(site.root_only) // 2]
+        with open(site.bundle, "wb") as handle:
+            handle.write(half)
+            handle.flush()
+            os.fsync(handle.fileno())
+            # Finish the write later than the daemon's debounce, so it does see the half file.
+            time.sleep(0.4)  # the delay *is* the scenario (a slow writer), not synchronisation
+            handle.write(site.root_only[len(half):])
+        wait_complete(daemon, site, 0.0)
+        assert "block_unreadable" not in daemon.log and "bundle_unreadable" not in daemon.log
+
+
+def test_connection_removed_drops_series(site):
+    """A connection taken out of the JSON disappears from /metrics."""
+    with DaemonProcess(site.config) as daemon:
+        wait_complete(daemon, site, 1.0, "crm")
+        site.write_connections({"erp": "../pki/erp-chain.pem"})
+        daemon.wait_for(lambda: complete(daemon, site, "crm") is None, "crm series gone")
+        assert complete(daemon, site, "erp") == 1.0
+
+
+def test_sighup_good_and_bad_config(site):
+    """SIGHUP applies a good config; a bad one keeps the old running and sets reload_successful 0."""
+    with DaemonProcess(site.config) as daemon:
+        wait_complete(daemon, site, 1.0)
+        site.config.write_text(site.config.read_text().replace('timeout = "5s"', 'timeout = "5s"\nwarn_days = 3650'))
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_value(
+            "chainwarden_chain_problem", 1.0, file=str(site.json), connection="erp",
+            code="expiring_soon", severity="warning",
+        )
+        site.config.write_text(site.config.read_text() + "\n[bogus]\nkey = 1\n")
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_value("chainwarden_config_last_reload_successful", 0.0)
+        assert "unknown key bogus.key" in daemon.log
+        site.bundle.write_bytes(site.root_only)  # still watching and verifying under the old config
+        wait_complete(daemon, site, 0.0)
+
+
+def test_sigterm_stops_cleanly(site):
+    """SIGTERM ends the daemon with status 0 within a few seconds."""
+    daemon = DaemonProcess(site.config)
+    wait_complete(daemon, site, 1.0)
+    started = time.monotonic()
+    assert daemon.stop(timeout=10) == 0
+    assert time.monotonic() - started < 10
+
+
+def test_bad_config_refuses_to_start(tmp_path):
+    """A config with an unknown key and a bad value: exit 3 and both located in the message."""
+    config = tmp_path / "bad.toml"
+    config.write_text('[verify]\nwarn_days = "soon"\n[metrics]\nlisten = "nowhere"\ncolour = "red"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "chainwarden", "run", "--config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 3
+    assert "verify.warn_days" in proc.stderr and "unknown key metrics.colour" in proc.stderr
+    check = subprocess.run(
+        [sys.executable, "-m", "chainwarden", "run", "--check-config", "--config", str(config)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert check.returncode == 3
+
+
+def _libc():
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def test_inotify_unavailable_falls_back_to_polling(site):
+    """With every inotify instance of this user taken, the daemon polls instead, says so, and still follows changes."""
+    libc = _libc()
+    held = []
+    try:
+        for _ in range(100_000):
+            fd = libc.inotify_init1(os.O_CLOEXEC)
+            if fd < 0:
+                assert ctypes.get_errno() in (errno.EMFILE, errno.ENFILE, errno.ENOSPC)
+                break
+            held.append(fd)
+        else:
+            pytest.skip("could not exhaust inotify instances")
+        daemon = DaemonProcess(site.config)
+        try:
+            daemon.wait_value("chainwarden_watch_mode", 1.0, mode="polling")
+            wait_complete(daemon, site, 1.0)
+        finally:
+            for fd in held:
+                os.close(fd)
+            held = []
+        assert "inotify unavailable" in daemon.log
+        site.bundle.write_bytes(site.root_only)
+        wait_complete(daemon, site, 0.0)
+        daemon.stop()
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+def test_force_polling_config(tmp_path):
+    """[watch] force_polling = true (network file systems) polls and follows changes."""
+    s = Site(tmp_path)
+    try:
+        s.config.write_text(s.config.read_text().replace('poll_interval = "0.2s"', 'poll_interval = "0.2s"\nforce_polling = true'))
+        with DaemonProcess(s.config) as daemon:
+            daemon.wait_value("chainwarden_watch_mode", 1.0, mode="polling")
+            wait_complete(daemon, s, 1.0)
+            s.bundle.write_bytes(s.root_only)
+            wait_complete(daemon, s, 0.0)
+    finally:
+        s.close()
+
+
+def test_unreachable_endpoint_uses_cached_chain(site):
+    """An endpoint that goes away: probe_success 0, endpoint_unreachable, bundle still checked on the cached leaf."""
+    with DaemonProcess(site.config) as daemon:
+        wait_complete(daemon, site, 1.0)
+    site.servers[0].stop()
+    with DaemonProcess(site.config) as daemon:
+        daemon.wait_value("chainwarden_endpoint_probe_success", 0.0, file=str(site.json), connection="erp")
+        daemon.wait_value(
+            "chainwarden_chain_problem", 1.0, file=str(site.json), connection="erp",
+            code="endpoint_unreachable", severity="warning",
+        )
+        assert complete(daemon, site, "erp") == 1.0
+        site.bundle.write_bytes(site.root_only)
+        wait_complete(daemon, site, 0.0)
+
+
+def test_promtool_accepts_exposition(site):
+    """`promtool check metrics` finds no error in the exposition."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (scripts/bootstrap.sh installs the prometheus package)")
+    with DaemonProcess(site.config) as daemon:
+        wait_complete(daemon, site, 1.0)
+        text = daemon.scrape()
+    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    # promtool exits 1 for lint warnings too; only real errors (not "lint" lines) fail the test.
+    problems = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip() and "error" in line.lower()]
+    assert not problems, proc.stdout + proc.stderr
+
+
+def test_python_tls_server_endpoint(tmp_path):
+    """Endpoints served by Python's ssl (not openssl) are probed the same way."""
+    pki = pkigen.three_tier(HOST, label="PyTLS")
+    with PythonTLSServer.from_issued(pki.leaf, pki.intermediate) as server:
+        from chainwarden.probe import probe
+
+        result = probe("127.0.0.1", server.port, servername=HOST, timeout=5)
+        assert result.ok and len(result.chain) == 2
