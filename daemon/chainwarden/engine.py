@@ -117,7 +117,8 @@ def evaluate(
         problems=tuple(_dedupe(problems)),
         chain=chain,
         bundle_certificates=tuple(_bundle_entry(c) for c in everything),
-        complete=diagnosis.complete and bundle.readable,
+        # OpenSSL and the JVM reject a whole file over most format errors: never call it complete.
+        complete=diagnosis.complete and bundle.readable and not _consumer_rejects(bundle),
         endpoint_verified=leaf is not None and leaf_source is Source.ENDPOINT,
         probe_ok=None if presented is None or presented.origin == "file" else presented.probe_error is None,
         notes=tuple(notes),
@@ -129,6 +130,10 @@ def evaluate(
         bundle_certs=everything,
         leaf_sha256=leaf.sha256 if leaf else None,
     )
+
+
+def _consumer_rejects(bundle: BundleReading) -> bool:
+    return any(p.code is Code.FORMAT_NONSTANDARD and p.severity is Severity.ERROR for p in bundle.problems)
 
 
 def finish_shared_bundles(evaluations: Sequence[Evaluation]) -> list[Result]:
