@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ DEBOUNCE_MAX_SECONDS = 0.3
 TRUNCATION_RETRIES = 6
 TRUNCATION_RETRY_SECONDS = 0.25
 HEALTH_CHECK_SECONDS = 5.0
+REGENERATION_RETRY_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -310,7 +311,9 @@ class Daemon:
         folders = {os.path.abspath(f) for f in folders}
         users = self.inventory.bundle_users()
         candidates = set(self.connection_file_paths()) | set(self.inventory.files) | set(users)
-        changed = [p for p in candidates if os.path.dirname(os.path.abspath(p)) in folders or os.path.abspath(p) in folders]
+        changed = [
+            p for p in candidates if os.path.dirname(os.path.abspath(p)) in folders or os.path.abspath(p) in folders
+        ]
         changed = [p for p in changed if fingerprint(p) != self.inventory.fingerprints.get(p)]
         if not changed:
             return
@@ -420,6 +423,8 @@ class Daemon:
         results = evaluate_pass(
             self.inventory.pass_inputs(), presented, now, self.config, store=self._store_for(), only=only
         )
+        if self.regenerator is not None:
+            results = self._regenerate(results)
         checked_at = time.time()
         states: dict[tuple[str, str], ConnectionState] = {}
         file_results: dict[str, Result] = {}
@@ -448,9 +453,30 @@ class Daemon:
             files = {cf.path: _file_result(cf) for cf in self.inventory.files.values() if cf.problems}
             self.metrics.replace_connections(merged, files)
             self._forget_removed(set(merged))
-        if self.regenerator is not None:
-            self.regenerator.after_evaluation(self.inventory, results, self.presented)
         return results
+
+    def _regenerate(self, results: list[Result]) -> list[Result]:
+        """Complete broken bundles into the outbox; a failure shows as fix_failed on the connection."""
+        try:
+            extra = self.regenerator.after_evaluation(self.inventory, results, self.presented)
+        except Exception:  # noqa: BLE001 - regeneration must never stop verification
+            log.exception("bundle regeneration failed unexpectedly")
+            self.metrics.count_source_error("outbox")
+            return results
+        if self.regenerator.needs_retry:
+            self._retry_full_later(REGENERATION_RETRY_SECONDS)
+        return [
+            replace(r, problems=r.problems + tuple(extra[(r.file or "", r.connection)]))
+            if r.connection is not None and (r.file or "", r.connection) in extra
+            else r
+            for r in results
+        ]
+
+    def _retry_full_later(self, delay: float) -> None:
+        timer = threading.Timer(delay, lambda: self.commands.put(Command("full")))
+        timer.daemon = True
+        self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+        timer.start()
 
     def _forget_removed(self, keys: set[tuple[str, str]]) -> None:
         for key in set(self.previous_status) - keys:

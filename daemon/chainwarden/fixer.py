@@ -1,0 +1,353 @@
+"""Plan completed bundles and the resubmission JSON: which path, which new bundle bytes, which JSON edits."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from .bundle import BundleReading
+from .certinfo import CertInfo, describe
+from .chain import Link, Pool, find_paths, is_self_signed
+from .connections import Connection, ConnectionFile, format_apply_at
+from .engine import Presented
+from .jsonedit import rewrite_connection_json
+from .pathcheck import validity_problems
+from .report import Code, Problem, Result, Severity, Source
+from .roots import RootStore
+
+log = logging.getLogger("chainwarden.fix")
+
+# Finds candidate issuers for a certificate (offline directory, then AIA): (certificates with origin, errors).
+IssuerFinder = Callable[[x509.Certificate], tuple[list[tuple[x509.Certificate, str]], list[str]]]
+
+FIXABLE = frozenset(
+    {
+        Code.MISSING_INTERMEDIATE,
+        Code.MISSING_ROOT,
+        Code.FORMAT_NONSTANDARD,
+        Code.EXPIRED,
+        Code.BLOCK_UNREADABLE,
+        Code.PRIVATE_KEY_IN_BUNDLE,
+        Code.PATH_INVALID,
+    }
+)
+MAX_FETCH_ROUNDS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A validated path for one connection, or why none could be had."""
+
+    connection: str
+    path: tuple[CertInfo, ...] = ()
+    origins: tuple[str, ...] = ()  # where each path certificate came from
+    problem: Problem | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None and bool(self.path)
+
+
+@dataclass(frozen=True, slots=True)
+class BundlePlan:
+    source: str  # the bundle being replaced
+    content: bytes
+    file_name: str
+    certificates: tuple[CertInfo, ...]
+    added: tuple[tuple[CertInfo, str], ...]  # (certificate, origin)
+    dropped: tuple[tuple[CertInfo, str], ...]  # (certificate, reason)
+    connections: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FilePlan:
+    source: str
+    source_bytes: bytes
+    new_json: bytes | None
+    apply_at: datetime | None
+    bundles: tuple[BundlePlan, ...]
+    failures: tuple[Completion, ...]
+    server_certs: dict[str, str] = field(default_factory=dict)
+    apply_at_text: str | None = None  # exactly as written into the JSON
+
+    @property
+    def changes(self) -> bool:
+        return self.new_json is not None
+
+    def json_diff(self, output_name: str) -> str:
+        """A readable diff of the two documents with every `secrets` value masked (context lines included)."""
+        if self.new_json is None:
+            return ""
+        old = _redacted_lines(self.source_bytes)
+        new = _redacted_lines(self.new_json)
+        return "".join(difflib.unified_diff(old, new, self.source, output_name))
+
+
+def _redacted_lines(document: bytes) -> list[str]:
+    try:
+        data = json.loads(document.decode("utf-8-sig"))
+    except ValueError:
+        return ["<not valid JSON>\n"]
+    connections = data.get("external_connections") if isinstance(data, dict) else None
+    if isinstance(connections, dict):
+        for entry in connections.values():
+            if isinstance(entry, dict) and isinstance(entry.get("secrets"), dict):
+                entry["secrets"] = {key: "<redacted>" for key in entry["secrets"]}
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").splitlines(keepends=True)
+
+
+def needs_fix(result: Result) -> bool:
+    """Broken in a way a new bundle can mend (not the endpoint's own certificate or name)."""
+    if result.connection is None or result.verdict.value != "error":
+        return False
+    for problem in result.problems:
+        if problem.severity is not Severity.ERROR:
+            continue
+        if problem.code is Code.EXPIRED and result.chain and problem.certificate == result.chain[0].subject:
+            return False  # the endpoint's own certificate expired: no bundle can mend that
+        if problem.code in (Code.HOSTNAME_MISMATCH, Code.CONNECTION_INVALID, Code.ENDPOINT_UNREACHABLE):
+            if problem.code is Code.ENDPOINT_UNREACHABLE and result.chain:
+                continue
+            return False
+    return any(p.code in FIXABLE and p.severity is Severity.ERROR for p in result.problems) or not result.complete
+
+
+def complete_connection(
+    conn: Connection,
+    leaf_chain: Sequence[x509.Certificate],
+    bundle: BundleReading,
+    store: RootStore,
+    find_issuers: IssuerFinder,
+    times: Sequence[datetime],
+) -> Completion:
+    """The path leaf -> ... -> root for `conn`, using only trustworthy roots, valid at every moment in `times`."""
+    bundle_certs = [describe(c) for c in bundle.certificates()]
+    if leaf_chain:
+        start = describe(leaf_chain[0])
+        extras = [describe(c) for c in leaf_chain[1:]]
+    else:
+        bottoms = [c for c in bundle_certs if not c.is_end_entity and not is_self_signed(c)]
+        if not bottoms:
+            return Completion(
+                conn.name,
+                problem=_fail(
+                    conn, "no endpoint certificate is known and the bundle has no intermediate to start from"
+                ),
+            )
+        start, extras = bottoms[0], []
+    # Roots may come only from the operator's bundle or the trusted store, never from the endpoint or AIA.
+    links = [Link(c, Source.BUNDLE) for c in bundle_certs]
+    links += [Link(c, Source.STORE) for c in store.roots]
+    links += [Link(c, Source.ENDPOINT) for c in extras if not c.self_issued]
+    origins: dict[str, str] = {c.sha256: "bundle" for c in bundle_certs}
+    origins.update({c.sha256: "endpoint" for c in extras if c.sha256 not in origins})
+    for root in store.roots:
+        origins.setdefault(root.sha256, f"store: {store.name}")
+    fetch_errors: list[str] = []
+    ignored_roots: list[str] = []
+    leaf_is_endpoint = bool(leaf_chain)
+    last_failure = ""
+    for _ in range(MAX_FETCH_ROUNDS + 1):
+        search = find_paths(Link(start, Source.ENDPOINT), Pool(links))
+        valid = []
+        for path in search.complete:
+            certs = [link.cert for link in path]
+            failures = [
+                p
+                for moment in times
+                for p in validity_problems(
+                    certs, moment, hostname=conn.host if leaf_is_endpoint else None, leaf_is_endpoint=leaf_is_endpoint
+                )
+                if p.severity is Severity.ERROR
+            ]
+            if failures:
+                last_failure = failures[0].message
+            else:
+                valid.append(path)
+        if valid:
+            best = min(valid, key=lambda p: (sum(link.source is not Source.BUNDLE for link in p), len(p)))
+            path_certs = tuple(link.cert for link in best)
+            return Completion(conn.name, path_certs, tuple(origins.get(c.sha256, "?") for c in path_certs))
+        tops = {path[-1].cert.sha256: path[-1].cert for path in search.dead_ends}
+        added = False
+        for top in tops.values():
+            candidates, errors = find_issuers(top.cert)
+            fetch_errors.extend(errors)
+            for cert, origin in candidates:
+                info = describe(cert)
+                if info.sha256 in origins:
+                    continue
+                if info.self_issued:
+                    ignored_roots.append(f"{info.subject} (from {origin})")
+                    origins[info.sha256] = "ignored"
+                    continue
+                origins[info.sha256] = origin
+                links.append(Link(info, Source.AIA))
+                added = True
+        if not added:
+            break
+    reasons = []
+    if last_failure:
+        reasons.append(f"the only complete path is invalid: {last_failure}")
+    if ignored_roots:
+        reasons.append("a root was offered by AIA but is not trusted: " + "; ".join(ignored_roots))
+    if fetch_errors:
+        reasons.append("fetching failed: " + "; ".join(dict.fromkeys(fetch_errors)))
+    if not reasons:
+        reasons.append("no path to a root in the bundle or the trusted root store")
+    return Completion(conn.name, problem=_fail(conn, "; ".join(reasons)))
+
+
+def _fail(conn: Connection, why: str) -> Problem:
+    return Problem(
+        Code.FIX_FAILED,
+        Severity.ERROR,
+        f"connection {conn.name}: cannot complete the bundle {conn.server_cert_path}: {why}",
+    )
+
+
+def compose_bundle(
+    source: str,
+    reading: BundleReading,
+    paths: Sequence[tuple[str, tuple[CertInfo, ...], tuple[str, ...]]],
+    now: datetime,
+    *,
+    include_leaf: bool,
+) -> BundlePlan:
+    """Intermediates nearest the leaf first, then roots, then (optionally) leaves; normalized PEM."""
+    intermediates: list[CertInfo] = []
+    roots: list[CertInfo] = []
+    leaves: list[CertInfo] = []
+    origin_of: dict[str, str] = {}
+    seen: set[str] = set()
+    for _, path, origins in paths:
+        for position, (cert, origin) in enumerate(zip(path, origins, strict=True)):
+            origin_of.setdefault(cert.sha256, origin)
+            if cert.sha256 in seen:
+                continue
+            seen.add(cert.sha256)
+            if position == 0 and not cert.is_ca:
+                leaves.append(cert)
+            elif position == len(path) - 1:
+                roots.append(cert)
+            else:
+                intermediates.append(cert)
+    ordered = intermediates + roots + (leaves if include_leaf else [])
+    old = [describe(c) for c in reading.certificates()]
+    old_shas = {c.sha256 for c in old}
+    kept = {c.sha256 for c in ordered}
+    dropped: list[tuple[CertInfo, str]] = []
+    for cert in old:
+        if cert.sha256 in kept:
+            continue
+        if cert.is_end_entity and not include_leaf:
+            reason = "a leaf ([regenerate] include_leaf is off)"
+        elif now > cert.not_after:
+            reason = "expired"
+        else:
+            reason = "on no connection's path"
+        dropped.append((cert, reason))
+    duplicates = len(reading.certificates()) != len({c.sha256 for c in old}) or any(
+        p.code is Code.DUPLICATE_CERTIFICATE for p in reading.problems
+    )
+    if duplicates:
+        log.info("bundle %s: duplicate certificates dropped", source)
+    content = b"".join(c.cert.public_bytes(Encoding.PEM) for c in ordered)
+    digest = hashlib.sha256(content).hexdigest()[:12]
+    stem = Path(source).stem or "bundle"
+    added = tuple((c, origin_of.get(c.sha256, "?")) for c in ordered if c.sha256 not in old_shas)
+    return BundlePlan(
+        source=source,
+        content=content,
+        file_name=f"{stem}-{digest}.pem",
+        certificates=tuple(ordered),
+        added=added,
+        dropped=tuple(dropped),
+        connections=tuple(name for name, _, _ in paths),
+    )
+
+
+def plan_file(
+    connection_file: ConnectionFile,
+    source_bytes: bytes,
+    results: Sequence[Result],
+    bundles: dict[str, BundleReading],
+    presented: dict[tuple[str, int], Presented],
+    store: RootStore,
+    find_issuers: IssuerFinder,
+    now: datetime,
+    *,
+    lead: timedelta,
+    include_leaf: bool,
+    outbox: str,
+    output_json: str,
+    only: str | None = None,
+) -> FilePlan:
+    """Everything to write for one connection JSON; nothing at all when no connection needs fixing."""
+    by_name = {r.connection: r for r in results if r.file == connection_file.path and r.connection}
+    apply_at = now + lead
+    times = (now, apply_at)
+    completions: dict[str, Completion] = {}
+    for conn in connection_file.connections:
+        result = by_name.get(conn.name)
+        if result is None or (only is not None and conn.name != only) or not needs_fix(result):
+            continue
+        pres = presented.get((conn.host, conn.port))
+        chain = pres.chain if pres is not None else ()
+        completions[conn.name] = complete_connection(
+            conn, chain, bundles[conn.server_cert_path], store, find_issuers, times
+        )
+    fixed = {name: c for name, c in completions.items() if c.ok}
+    failures = tuple(c for c in completions.values() if not c.ok)
+    if not fixed:
+        return FilePlan(connection_file.path, source_bytes, None, None, (), failures)
+
+    by_bundle: dict[str, list[Connection]] = {}
+    for conn in connection_file.connections:
+        by_bundle.setdefault(conn.server_cert_path, []).append(conn)
+    plans: list[BundlePlan] = []
+    server_certs: dict[str, str] = {}
+    for bundle_path, conns in by_bundle.items():
+        if not any(c.name in fixed for c in conns):
+            continue
+        paths = []
+        for conn in conns:
+            if conn.name in fixed:
+                completion = fixed[conn.name]
+                paths.append((conn.name, completion.path, completion.origins))
+            else:
+                kept = _current_path(by_name.get(conn.name), bundles[bundle_path])
+                if kept:
+                    paths.append((conn.name, kept, tuple("bundle" for _ in kept)))
+        plan = compose_bundle(bundle_path, bundles[bundle_path], paths, now, include_leaf=include_leaf)
+        plans.append(plan)
+        target = os.path.join(outbox, plan.file_name)
+        for conn in conns:
+            if conn.name in fixed:
+                relative = not os.path.isabs(conn.server_cert)
+                server_certs[conn.name] = (
+                    os.path.relpath(target, os.path.dirname(output_json)) if relative else os.path.abspath(target)
+                )
+    apply_at_text = format_apply_at(apply_at, connection_file.apply_at_raw)
+    new_json = rewrite_connection_json(source_bytes, server_certs=server_certs, apply_at=apply_at_text)
+    return FilePlan(
+        connection_file.path, source_bytes, new_json, apply_at, tuple(plans), failures, server_certs, apply_at_text
+    )
+
+
+def _current_path(result: Result | None, reading: BundleReading) -> tuple[CertInfo, ...]:
+    """The path a healthy connection sharing the bundle uses now, so its certificates are kept."""
+    if result is None or not result.chain:
+        return ()
+    by_sha = {describe(c).sha256: describe(c) for c in reading.certificates()}
+    return tuple(by_sha[e.sha256] for e in result.chain if e.sha256 in by_sha)

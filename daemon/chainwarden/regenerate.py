@@ -1,0 +1,112 @@
+"""In the daemon: after each verification, complete broken bundles into the outbox and optionally submit."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .config import Config
+from .engine import Presented
+from .fixcli import issuer_finder
+from .fixer import needs_fix, plan_file
+from .metrics import MetricsState
+from .outbox import OutboxError, output_json_path, pending_resubmissions, remember_source, retire, submit, write_plan
+from .report import Code, Problem, Result, Severity
+from .roots import load_root_store
+
+if TYPE_CHECKING:
+    from .service import Inventory
+
+log = logging.getLogger("chainwarden.regenerate")
+
+
+class Regenerator:
+    def __init__(self, config: Config, metrics: MetricsState, clock: Callable[[], datetime]) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.clock = clock
+        self.finder = issuer_finder(config)
+        self.needs_retry = False
+
+    def after_evaluation(
+        self, inventory: Inventory, results: Sequence[Result], presented: dict[tuple[str, int], Presented]
+    ) -> dict[tuple[str, str], list[Problem]]:
+        """Write what is needed; returns extra problems (fix_failed) per connection for the metrics."""
+        extra: dict[tuple[str, str], list[Problem]] = {}
+        self.needs_retry = False
+        outbox = self.config.outbox
+        touched_files = {r.file for r in results if r.connection is not None}
+        store = None
+        for path in sorted(f for f in touched_files if f):
+            connection_file = inventory.files.get(path)
+            if connection_file is None or not connection_file.connections:
+                continue
+            file_results = [r for r in results if r.file == path]
+            json_path = output_json_path(outbox, path)
+            if not any(needs_fix(r) for r in file_results):
+                if all(r.connection is not None for r in file_results) and Path(json_path).exists():
+                    self._retire_obsolete(json_path, path, file_results, connection_file)
+                continue
+            try:
+                source_bytes = Path(path).read_bytes()
+            except OSError as exc:
+                log.warning("cannot re-read %s to plan a fix: %s", path, exc.strerror or exc)
+                continue
+            store = store or load_root_store(self.config.regenerate_trusted_roots)
+            plan = plan_file(
+                connection_file,
+                source_bytes,
+                file_results,
+                inventory.bundles,
+                presented,
+                store,
+                self.finder,
+                self.clock(),
+                lead=timedelta(seconds=self.config.regenerate_apply_at_lead),
+                include_leaf=self.config.regenerate_include_leaf,
+                outbox=outbox,
+                output_json=json_path,
+            )
+            for failure in plan.failures:
+                self.metrics.count_regeneration(path, failure.connection, "failed")
+                if failure.problem:
+                    extra.setdefault((path, failure.connection), []).append(failure.problem)
+            if not plan.changes:
+                continue
+            try:
+                outcome = write_plan(plan, outbox)
+            except OutboxError as exc:
+                log.error("%s; will retry", exc)
+                self.metrics.count_source_error("outbox")
+                self.needs_retry = True
+                for name in plan.server_certs:
+                    self.metrics.count_regeneration(path, name, "failed")
+                    extra.setdefault((path, name), []).append(Problem(Code.FIX_FAILED, Severity.ERROR, str(exc)))
+                continue
+            if outcome.written:
+                remember_source(outcome.json_path, path)
+            for name in plan.server_certs:
+                self.metrics.count_regeneration(path, name, "written" if outcome.written else "unchanged")
+            if outcome.written and self.config.regenerate_submit_command:
+                ok, message = submit(self.config.regenerate_submit_command, outcome.json_path)
+                self.metrics.record_submission(path, ok)
+                (log.info if ok else log.error)("%s for %s", message, outcome.json_path)
+                if ok:
+                    retire(outcome.json_path, "submitted")
+        self.metrics.set_pending_apply_at(pending_resubmissions(outbox))
+        return extra
+
+    def _retire_obsolete(self, json_path: str, source: str, results: Sequence[Result], connection_file: object) -> None:
+        """The source is healthy again (the admin resubmitted): an unsubmitted older plan is obsolete."""
+        if any(r.verdict.value == "error" for r in results):
+            return
+        try:
+            moved = retire(json_path, "obsolete")
+        except OSError as exc:
+            log.warning("cannot move obsolete %s: %s", json_path, exc.strerror or exc)
+            return
+        if moved:
+            log.info("%s is healthy now; moved the unsubmitted resubmission to %s", source, moved)
