@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-from daemonproc import DaemonProcess, free_port
-from servers import PythonTLSServer, tls_server
 
 from chainwarden import pkigen
+from daemonproc import DaemonProcess, free_port
+from servers import PythonTLSServer, tls_server
 
 pytestmark = pytest.mark.slow
 HOST = "localhost"
@@ -130,6 +130,8 @@ def test_starts_probes_and_exports(site):
 def test_atomic_replace_breaks_and_restores(site):
     """A bundle replaced by rename (editors, sed -i) flips complete to 0, and back to 1 on restore."""
     with DaemonProcess(site.config) as daemon:
+        # Wait for the live probe: before it, only the bundle's own structure is known.
+        daemon.wait_value("chainwarden_endpoint_probe_success", 1.0, file=str(site.json), connection="erp")
         wait_complete(daemon, site, 1.0)
         tmp = site.bundles / ".erp-chain.pem.swp"
         tmp.write_bytes(site.root_only)
@@ -353,3 +355,45 @@ def test_python_tls_server_endpoint(tmp_path):
 
         result = probe("127.0.0.1", server.port, servername=HOST, timeout=5)
         assert result.ok and len(result.chain) == 2
+
+
+def test_regeneration_writes_submits_and_exports(tmp_path):
+    """[regenerate] enabled: a missing intermediate is fetched by AIA, written, submitted, and counted in metrics."""
+    from servers import AIAServer
+
+    with AIAServer() as aia:
+        root = pkigen.make_root("Regen Root")
+        inter = pkigen.make_intermediate("Regen Issuing", root)
+        leaf = pkigen.make_leaf([HOST], inter, aia_url=aia.url("/issuing.der"))
+        aia.set("/issuing.der", (inter.der, "application/pkix-cert"))
+        (tmp_path / "roots").mkdir()
+        (tmp_path / "roots" / "root.pem").write_bytes(root.pem)
+        (tmp_path / "conns").mkdir()
+        bundle = tmp_path / "pki.pem"
+        bundle.write_bytes(root.pem)
+        copy = tmp_path / "submitted-copy.json"
+        port = free_port()
+        with PythonTLSServer.from_issued(leaf) as server:
+            source = tmp_path / "conns" / "prod.json"
+            source.write_text(json.dumps({"external_connections": {"erp": {"baseurl": f"https://{HOST}:{server.port}", "server_cert": str(bundle)}}}))
+            config = tmp_path / "cw.toml"
+            submit = json.dumps([sys.executable, "-c", "import shutil,sys; shutil.copy(sys.argv[1], sys.argv[2])", "{json}", str(copy)])
+            config.write_text(
+                f'[watch]\nconnections = ["{tmp_path / "conns"}"]\n[metrics]\nlisten = "127.0.0.1:{port}"\n'
+                f'[state]\ndir = "{tmp_path / "state"}"\n[verify]\ntrusted_roots = "{tmp_path / "roots"}"\n'
+                f'[regenerate]\nenabled = true\nallow_private_aia = true\ntrusted_roots = "{tmp_path / "roots"}"\n'
+                f'outbox = "{tmp_path / "outbox"}"\nsubmit_command = {submit}\n'
+            )
+            with DaemonProcess(config) as daemon:
+                labels = {"file": str(source), "connection": "erp"}
+                daemon.wait_value("chainwarden_bundle_regenerations_total", 1.0, outcome="written", **labels)
+                daemon.wait_value("chainwarden_submit_last_success", 1.0, file=str(source))
+                assert daemon.value("chainwarden_chain_complete", **labels) == 0.0  # the source is untouched
+                submitted = json.loads(copy.read_text())
+                new_bundle = Path(submitted["external_connections"]["erp"]["server_cert"])
+                assert new_bundle.read_bytes() == inter.pem + root.pem
+                assert len(list((tmp_path / "outbox").glob("*.resubmit.json.submitted"))) == 1
+                daemon.wait_for(
+                    lambda: daemon.value("chainwarden_pending_apply_at_timestamp_seconds", file=str(source)) is None,
+                    "no pending resubmission after a successful submit",
+                )

@@ -60,7 +60,7 @@ def write_plan(plan: FilePlan, outbox: str) -> WriteOutcome:
     json_path = output_json_path(outbox, plan.source)
     if plan.new_json is None:
         return WriteOutcome(False, json_path, ())
-    if already_pending(plan, json_path):
+    if already_pending(plan, json_path) and is_pending(json_path):
         return WriteOutcome(False, json_path, tuple(os.path.join(outbox, b.file_name) for b in plan.bundles))
     try:
         os.makedirs(outbox, mode=0o750, exist_ok=True)
@@ -72,6 +72,7 @@ def write_plan(plan: FilePlan, outbox: str) -> WriteOutcome:
                 continue
             write_atomic(target, bundle.content, mode=0o644)
         write_atomic(json_path, plan.new_json, mode=_source_mode(plan.source))
+        clear_marks(json_path)  # a newer plan supersedes what was submitted or set aside before
     except OSError as exc:
         raise OutboxError(f"outbox {outbox}: cannot write: {exc.strerror or exc}") from None
     for bundle in plan.bundles:
@@ -106,6 +107,8 @@ def pending_resubmissions(outbox: str) -> dict[str, float]:
     except OSError:
         return out
     for entry in entries:
+        if not is_pending(str(entry)):
+            continue
         try:
             document = json.loads(entry.read_bytes().decode("utf-8-sig"))
             moment: datetime = parse_apply_at(document["apply_at"])
@@ -134,20 +137,26 @@ def remember_source(json_path: str, source: str) -> None:
         log.warning("cannot record the source of %s: %s", json_path, exc.strerror or exc)
 
 
-def retire(json_path: str, folder: str) -> str | None:
-    """Move a pending JSON (and its side file) into outbox/<folder>/, keeping every byte."""
-    source = Path(json_path)
-    if not source.exists():
-        return None
-    target_dir = source.parent / folder
-    target_dir.mkdir(exist_ok=True)
-    stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
-    target = target_dir / f"{source.stem}.{stamp}{source.suffix}"
-    os.replace(source, target)
-    side = Path(json_path + ".source")
-    if side.exists():
-        os.replace(side, str(target) + ".source")
-    return str(target)
+MARKERS = ("submitted", "obsolete")
+
+
+def mark(json_path: str, state: str) -> None:
+    """Record that a resubmission JSON was submitted (or became obsolete), leaving it where it is
+    so its relative bundle paths keep working."""
+    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+    write_atomic(f"{json_path}.{state}", (stamp + "\n").encode(), mode=0o644)
+
+
+def clear_marks(json_path: str) -> None:
+    for state in MARKERS:
+        try:
+            os.unlink(f"{json_path}.{state}")
+        except FileNotFoundError:
+            pass
+
+
+def is_pending(json_path: str) -> bool:
+    return Path(json_path).exists() and not any(Path(f"{json_path}.{state}").exists() for state in MARKERS)
 
 
 def submit(command: tuple[str, ...], json_path: str) -> tuple[bool, str]:

@@ -13,7 +13,7 @@ from .engine import Presented
 from .fixcli import issuer_finder
 from .fixer import needs_fix, plan_file
 from .metrics import MetricsState
-from .outbox import OutboxError, output_json_path, pending_resubmissions, remember_source, retire, submit, write_plan
+from .outbox import OutboxError, is_pending, mark, output_json_path, pending_resubmissions, remember_source, submit, write_plan
 from .report import Code, Problem, Result, Severity
 from .roots import load_root_store
 
@@ -47,7 +47,7 @@ class Regenerator:
             file_results = [r for r in results if r.file == path]
             json_path = output_json_path(outbox, path)
             if not any(needs_fix(r) for r in file_results):
-                if all(r.connection is not None for r in file_results) and Path(json_path).exists():
+                if all(r.connection is not None for r in file_results) and is_pending(json_path):
                     self._retire_obsolete(json_path, path, file_results, connection_file)
                 continue
             try:
@@ -95,7 +95,7 @@ class Regenerator:
                 self.metrics.record_submission(path, ok)
                 (log.info if ok else log.error)("%s for %s", message, outcome.json_path)
                 if ok:
-                    retire(outcome.json_path, "submitted")
+                    mark(outcome.json_path, "submitted")
         self.metrics.set_pending_apply_at(pending_resubmissions(outbox))
         return extra
 
@@ -104,9 +104,8 @@ class Regenerator:
         if any(r.verdict.value == "error" for r in results):
             return
         try:
-            moved = retire(json_path, "obsolete")
+            mark(json_path, "obsolete")
         except OSError as exc:
-            log.warning("cannot move obsolete %s: %s", json_path, exc.strerror or exc)
+            log.warning("cannot mark %s obsolete: %s", json_path, exc.strerror or exc)
             return
-        if moved:
-            log.info("%s is healthy now; moved the unsubmitted resubmission to %s", source, moved)
+        log.info("%s is healthy now; the unsubmitted resubmission %s is marked obsolete", source, json_path)
