@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import signal
 import socket
 import ssl
+import subprocess
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -172,10 +177,19 @@ def build_demo(directory: Path, stack: ExitStack, *, now: datetime | None = None
     connections_json = directory / "prodConnections.json"
     connections_json.write_text(json.dumps(document, indent=2) + "\n")
     config = directory / "chainwarden.toml"
+    with socket.socket() as probe_port:
+        probe_port.bind(("127.0.0.1", 0))
+        metrics_port = probe_port.getsockname()[1]
     config.write_text(
+        "[watch]\n"
+        f'connections = ["{connections_json}"]\n\n'
         "[verify]\n"
         f'trusted_roots = "{roots}"\n'
         'timeout = "5s"\n\n'
+        "[metrics]\n"
+        f'listen = "127.0.0.1:{metrics_port}"\n\n'
+        "[state]\n"
+        f'dir = "{directory / "state"}"\n\n'
         "[regenerate]\n"
         f'trusted_roots = "{roots}"\n'
         f'outbox = "{directory / "outbox"}"\n'
@@ -188,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chainwarden.demo", description=__doc__)
     parser.add_argument("--dir", help="build the example here and keep it (default: a temporary folder)")
     parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--no-daemon", action="store_true", help="only run check, not the daemon")
     args = parser.parse_args(argv)
     from .cli import main as cli_main
 
@@ -209,7 +224,109 @@ def main(argv: list[str] | None = None) -> int:
         code = cli_main(["check", str(site.connections_json), "--config", str(site.config), "--format", args.format])
         print(f"\ndemo: check exited {code} (0 ok, 1 warnings only, 2 errors, 3 could not run).")
         print("      Every problem above is named by a stable code; `--format json` gives the same for tools.")
+        if not args.no_daemon:
+            return run_daemon_demo(site)
     return 0
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _complete(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[str, float]:
+    return {
+        dict(labels)["connection"]: value
+        for (name, labels), value in metrics.items()
+        if name == "chainwarden_chain_complete"
+    }
+
+
+def _wait(predicate: Callable[[], bool], seconds: float) -> bool:
+    """Poll `predicate` until true or the deadline (the demo watches a real daemon over HTTP)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def run_daemon_demo(site: DemoSite) -> int:
+    """Run `chainwarden run` on the example, show its metrics, break a bundle, watch it notice, stop."""
+    import tomllib
+
+    port = int(tomllib.loads(site.config.read_text())["metrics"]["listen"].rsplit(":", 1)[1])
+    print(f"\n$ chainwarden run --config {site.config.name}    # the daemon, for a few seconds\n")
+    sys.stdout.flush()
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "chainwarden", "run", "--config", str(site.config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    noticed = False
+    try:
+
+        def all_probed() -> bool:
+            values = [v for (n, _), v in _scrape(port).items() if n == "chainwarden_endpoint_probe_success"]
+            return len(values) >= len(site.story) and all(v == 1 for v in values)
+
+        if not _wait(all_probed, 30):
+            print("demo: the daemon did not finish its first probe in time")
+            return 1
+        metrics = _scrape(port)
+        print(f"demo: http://127.0.0.1:{port}/metrics says, per connection:")
+        for name, value in sorted(_complete(metrics).items()):
+            codes = sorted(
+                {
+                    dict(labels)["code"]
+                    for (metric, labels), v in metrics.items()
+                    if metric == "chainwarden_chain_problem" and dict(labels)["connection"] == name and v == 1
+                }
+            )
+            label = f'chainwarden_chain_complete{{connection="{name}"}}'
+            print(f"      {label:<56} {value:g}   problems: {', '.join(codes) or '-'}")
+        bundle = site.directory / "pki" / "material-api-chain.pem"
+        print(f"\ndemo: now someone 'tidies' {bundle.name}, keeping only the root (an atomic save)...")
+        pem = bundle.read_bytes()
+        temp = bundle.with_name(bundle.name + ".tmp")
+        temp.write_bytes(pem[pem.rindex(b"-----BEGIN CERTIFICATE-----") :])
+        started = time.monotonic()
+        os.replace(temp, bundle)
+        noticed = _wait(lambda: _complete(_scrape(port)).get("material_api") == 0.0, 10)
+        if noticed:
+            took = time.monotonic() - started
+            print(f'demo: chainwarden_chain_complete{{connection="material_api"}} went 1 -> 0 in {took:.2f} s;')
+            print("      the ChainwardenChainIncomplete rule in monitoring/alerts.yml would page now.")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            _, err = daemon.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            _, err = daemon.communicate()
+        changes = [line for line in (err or "").splitlines() if "material_api" in line and "->" in line]
+        if changes:
+            print("\ndemo: the daemon logs one line per change of a connection's state, e.g.:")
+            print(f"      {changes[-1]}")
+        print(f"\ndemo: daemon stopped (exit {daemon.returncode}). Try next, on the kept example (--dir):")
+        print(
+            f"      chainwarden fix {site.connections_json.name} --config {site.config.name}   # the completed bundles"
+        )
+    return 0 if noticed and daemon.returncode == 0 else 1
 
 
 if __name__ == "__main__":

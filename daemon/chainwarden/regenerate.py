@@ -13,7 +13,16 @@ from .engine import Presented
 from .fixcli import issuer_finder
 from .fixer import needs_fix, plan_file
 from .metrics import MetricsState
-from .outbox import OutboxError, is_pending, mark, output_json_path, pending_resubmissions, remember_source, submit, write_plan
+from .outbox import (
+    OutboxError,
+    is_pending,
+    mark,
+    output_json_path,
+    pending_resubmissions,
+    remember_source,
+    submit,
+    write_plan,
+)
 from .report import Code, Problem, Result, Severity
 from .roots import load_root_store
 
