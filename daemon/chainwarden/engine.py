@@ -120,7 +120,7 @@ def evaluate(
         # OpenSSL and the JVM reject a whole file over most format errors: never call it complete.
         complete=diagnosis.complete and bundle.readable and not _consumer_rejects(bundle),
         endpoint_verified=leaf is not None and leaf_source is Source.ENDPOINT,
-        probe_ok=None if presented is None or presented.origin == "file" else presented.probe_error is None,
+        probe_ok=_probe_ok(presented),
         notes=tuple(notes),
     )
     return Evaluation(
@@ -130,6 +130,15 @@ def evaluate(
         bundle_certs=everything,
         leaf_sha256=leaf.sha256 if leaf else None,
     )
+
+
+def _probe_ok(presented: Presented | None) -> bool | None:
+    """True/False only when a live probe ran; None for --chain files and chains merely loaded from cache."""
+    if presented is None or presented.origin == "file":
+        return None
+    if presented.probe_error is not None:
+        return False
+    return True if presented.origin == "probe" else None
 
 
 def _consumer_rejects(bundle: BundleReading) -> bool:
@@ -287,7 +296,7 @@ def _unused_expired(bundle: Sequence[CertInfo], on_path: set[str], now: datetime
 
 def _order_problems(diagnosis: Diagnosis, bundle: BundleReading, leaf: CertInfo | None) -> list[Problem]:
     """The documented order: intermediates nearest the leaf first, then the root, then the leaf."""
-    positions = {}
+    positions: dict[str, int] = {}
     for index, cert in enumerate(bundle.certificates()):
         positions.setdefault(describe(cert).sha256, index)
     wanted = [link.cert.sha256 for link in diagnosis.path[1:] if link.source is Source.BUNDLE]

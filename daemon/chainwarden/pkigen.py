@@ -70,7 +70,7 @@ def name(common_name: str, org: str = "Chainwarden Demo") -> x509.Name:
     )
 
 
-def _sign_alg(key: PrivateKey) -> hashes.HashAlgorithm:
+def _sign_alg(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384:
     return hashes.SHA384() if isinstance(key, ec.EllipticCurvePrivateKey) else hashes.SHA256()
 
 

@@ -274,8 +274,8 @@ class Daemon:
             folders.add(str(path if path.is_dir() or not path.suffix else path.parent))
         for entry in self.config.watch_bundles:
             folders.add(entry)
-        for path in self.inventory.bundle_users():
-            folders.add(str(Path(path).parent))
+        for bundle_path in self.inventory.bundle_users():
+            folders.add(str(Path(bundle_path).parent))
         return {os.path.abspath(f) for f in folders}
 
     def connection_file_paths(self) -> list[str]:
@@ -296,6 +296,9 @@ class Daemon:
         for bundle_path in sorted({p for users in [inventory.bundle_users()] for p in users}):
             self._read_bundle(inventory, bundle_path)
         self.inventory = inventory
+        live = inventory.endpoints()
+        self.presented = {e: p for e, p in self.presented.items() if e in live}
+        self.probe_times = {e: t for e, t in self.probe_times.items() if e in live}
         if probe and self.config.verify_probe:
             self._probe(inventory.endpoints())
         else:
@@ -419,7 +422,9 @@ class Daemon:
 
     def _evaluate(self, only: set[tuple[str, str]] | None) -> list[Result]:
         now = self.clock()
-        presented = {(h, p, None): pres for (h, p), pres in self.presented.items()}
+        presented: dict[tuple[str, int, str | None], Presented] = {
+            (h, p, None): pres for (h, p), pres in self.presented.items()
+        }
         results = evaluate_pass(
             self.inventory.pass_inputs(), presented, now, self.config, store=self._store_for(), only=only
         )
