@@ -1,0 +1,233 @@
+"""The engine on whole bundles: order, extras, leaves, endpoint state, client certificates, shared bundles."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from chainwarden import pkigen
+from chainwarden.bundle import read_bundle_bytes
+from chainwarden.engine import Presented, Target, evaluate, finish_shared_bundles
+from chainwarden.report import Code, Severity, Verdict
+
+NOW = pkigen.EPOCH + dt.timedelta(days=10)
+HOST = "erp.example.test"
+
+
+def target(bundle_path="/b.pem", name="erp"):
+    return Target("prod.json", name, f"{HOST}:443", HOST, bundle_path)
+
+
+def run(bundle_bytes, presented=None, *, now=NOW, client=None, bundle_path="/b.pem", name="erp"):
+    ev = evaluate(
+        target(bundle_path, name),
+        read_bundle_bytes(bundle_bytes, bundle_path),
+        presented,
+        now,
+        client_chain=read_bundle_bytes(client, "/client.pem") if client is not None else None,
+    )
+    return ev
+
+
+def codes(result):
+    return {p.code for p in result.problems}
+
+
+def probe(*items):
+    return Presented(tuple(i.cert for i in items), "probe")
+
+
+def test_healthy_bundle_is_ok(pki):
+    """Intermediate + root, leaf probed: verdict ok, complete, chain leaf->intermediate->root from the right sources."""
+    result = finish_shared_bundles([run(pkigen.pem_bundle(pki.intermediate, pki.root), probe(pki.leaf, pki.intermediate))])[0]
+    assert result.verdict is Verdict.OK and result.complete and result.endpoint_verified
+    assert [(e.role.value, e.source.value) for e in result.chain] == [
+        ("leaf", "endpoint"),
+        ("intermediate", "bundle"),
+        ("root", "bundle"),
+    ]
+    assert result.probe_ok is True
+
+
+def test_wrong_order(pki):
+    """Root before intermediate: wrong_order (warning), still complete."""
+    result = run(pkigen.pem_bundle(pki.root, pki.intermediate), probe(pki.leaf)).result
+    assert Code.WRONG_ORDER in codes(result) and result.complete and result.verdict is Verdict.WARNING
+
+
+def test_leaf_in_bundle_is_info(pki):
+    """The endpoint's own certificate after the root: leaf_in_bundle (info), verdict stays ok."""
+    result = run(pkigen.pem_bundle(pki.intermediate, pki.root, pki.leaf), probe(pki.leaf)).result
+    assert Code.LEAF_IN_BUNDLE in codes(result) and result.verdict is Verdict.OK
+
+
+def test_leaf_taken_from_bundle_offline(pki):
+    """No probe: the leaf inside the bundle is used, and the report says the live endpoint was not checked."""
+    result = run(pkigen.pem_bundle(pki.intermediate, pki.root, pki.leaf)).result
+    assert result.complete and not result.endpoint_verified
+    assert {Code.LEAF_IN_BUNDLE, Code.ENDPOINT_NOT_VERIFIED} <= codes(result)
+    assert result.verdict is Verdict.OK  # both are info
+
+
+def test_structural_check_without_any_leaf(pki):
+    """Offline, no leaf anywhere: the bundle's CA structure is checked and endpoint_not_verified is a warning."""
+    result = run(pkigen.pem_bundle(pki.intermediate, pki.root)).result
+    assert result.complete and result.verdict is Verdict.WARNING
+    assert Code.ENDPOINT_NOT_VERIFIED in codes(result)
+    broken = run(pkigen.pem_bundle(pki.intermediate)).result
+    assert Code.MISSING_ROOT in codes(broken) and not broken.complete
+
+
+def test_unrelated_certificate(pki):
+    """A root of another PKI in the bundle is on no path: unrelated_certificate."""
+    other = pkigen.make_root("Stranger Root")
+    result = finish_shared_bundles([run(pkigen.pem_bundle(pki.intermediate, pki.root, other), probe(pki.leaf))])[0]
+    unrelated = [p for p in result.problems if p.code is Code.UNRELATED_CERTIFICATE]
+    assert len(unrelated) == 1 and "Stranger Root" in unrelated[0].message
+
+
+def test_shared_bundle_certificates_are_related_across_connections():
+    """Two connections sharing one bundle: each one's chain is not 'unrelated' for the other."""
+    a = pkigen.three_tier(HOST, label="Share A")
+    b = pkigen.three_tier(HOST, label="Share B")
+    bundle = pkigen.pem_bundle(a.intermediate, b.intermediate, a.root, b.root)
+    results = finish_shared_bundles([run(bundle, probe(a.leaf), name="a"), run(bundle, probe(b.leaf), name="b")])
+    for result in results:
+        assert Code.UNRELATED_CERTIFICATE not in codes(result), result.problems
+
+
+def test_unused_expired_certificate():
+    """An expired old intermediate next to its renewal: unused_expired_certificate, and the renewal is the path."""
+    root = pkigen.make_root("UE Root")
+    key = pkigen.new_key()
+    old = pkigen.make_intermediate("UE Issuing", root, key=key, not_before=NOW - dt.timedelta(days=900), not_after=NOW - dt.timedelta(days=2))
+    new = pkigen.make_intermediate("UE Issuing", root, key=key, not_before=NOW - dt.timedelta(days=20))
+    leaf = pkigen.make_leaf([HOST], new)
+    result = finish_shared_bundles([run(pkigen.pem_bundle(new, old, root), probe(leaf))])[0]
+    assert Code.UNUSED_EXPIRED_CERTIFICATE in codes(result)
+    assert Code.UNRELATED_CERTIFICATE not in codes(result)  # reported once, under the more precise code
+    assert result.complete and result.verdict is Verdict.WARNING
+
+
+def test_duplicate_is_reported_once(pki):
+    """The intermediate twice: one duplicate_certificate warning."""
+    result = run(pkigen.pem_bundle(pki.intermediate, pki.intermediate, pki.root), probe(pki.leaf)).result
+    assert [p.code for p in result.problems].count(Code.DUPLICATE_CERTIFICATE) == 1
+
+
+def test_endpoint_unreachable_with_cached_chain(pki):
+    """Probe failed, cached chain known: endpoint_unreachable is a warning and the bundle is still checked."""
+    cached = Presented((pki.leaf.cert,), "cache", "erp.example.test:443: connection refused")
+    result = run(pkigen.pem_bundle(pki.root), cached).result
+    assert Code.ENDPOINT_UNREACHABLE in codes(result) and Code.MISSING_INTERMEDIATE in codes(result)
+    unreachable = next(p for p in result.problems if p.code is Code.ENDPOINT_UNREACHABLE)
+    assert unreachable.severity is Severity.WARNING and "last chain" in unreachable.message
+    assert result.probe_ok is False
+
+
+def test_endpoint_unreachable_without_any_leaf_is_an_error(pki):
+    """Probe failed and nothing known about the endpoint: endpoint_unreachable is an error."""
+    failed = Presented((), "probe", "erp.example.test:443: connection refused")
+    result = run(pkigen.pem_bundle(pki.intermediate, pki.root), failed).result
+    unreachable = next(p for p in result.problems if p.code is Code.ENDPOINT_UNREACHABLE)
+    assert unreachable.severity is Severity.ERROR and result.verdict is Verdict.ERROR
+
+
+def test_cached_chain_without_probe_reports_no_probe_result(pki):
+    """A chain merely loaded from the cache does not count as a successful probe."""
+    result = run(pkigen.pem_bundle(pki.intermediate, pki.root), Presented((pki.leaf.cert,), "cache")).result
+    assert result.probe_ok is None
+
+
+def test_self_signed_endpoint(pki):
+    """A self-signed endpoint certificate is trusted only when the bundle holds exactly it."""
+    key = pkigen.new_key("ec")
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, HOST)])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=300))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), False)
+        .sign(key, hashes.SHA256())
+    )
+    selfsigned = pkigen.Issued(cert, key)
+    assert run(selfsigned.pem, probe(selfsigned)).result.complete
+    missing = run(pki.root.pem, probe(selfsigned)).result
+    assert not missing.complete and Code.MISSING_ROOT in codes(missing)
+
+
+def test_weak_signature_algorithm():
+    """An intermediate signed with SHA-1 is a weak_algorithm warning; the path still validates."""
+    root = pkigen.make_root("SHA1 Root")
+    key = pkigen.new_key("rsa")
+    inter_cert = (
+        x509.CertificateBuilder().subject_name(pkigen.name("SHA1 Issuing")).issuer_name(root.cert.subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=300))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
+    )
+    try:
+        inter_cert = inter_cert.sign(root.key, hashes.SHA1())
+    except UnsupportedAlgorithm:
+        pytest.skip("this OpenSSL build refuses to create SHA-1 signatures")
+    inter = pkigen.Issued(inter_cert, key)
+    leaf = pkigen.make_leaf([HOST], inter)
+    result = run(pkigen.pem_bundle(inter, root), probe(leaf)).result
+    weak = [p for p in result.problems if p.code is Code.WEAK_ALGORITHM]
+    assert weak and weak[0].severity is Severity.WARNING and result.complete
+
+
+def _keycertchain(client, *chain, keys=1):
+    out = b""
+    for _ in range(keys):
+        out += client.key_pem()
+    return out + pkigen.pem_bundle(client, *chain)
+
+
+def test_client_cert_keycertchain_ok_and_key_never_shown():
+    """A valid keycertchain adds no problem, and no byte of its key appears in the report."""
+    ca = pkigen.three_tier(HOST, label="Client CA")
+    client = pkigen.make_leaf(["client"], ca.intermediate, server_auth=False, client_auth=True)
+    pki = pkigen.three_tier(HOST, label="Srv")
+    material = _keycertchain(client, ca.intermediate, ca.root)
+    result = run(pkigen.pem_bundle(pki.intermediate, pki.root), probe(pki.leaf), client=material).result
+    assert result.verdict is Verdict.OK, result.problems
+    body = b"".join(client.key_pem().splitlines()[1:-1]).decode()
+    rendered = repr(result) + str(result.to_json())
+    assert body[:40] not in rendered and body[-40:] not in rendered
+
+
+def test_client_cert_expired_and_two_keys():
+    """An expired client certificate and a file with two keys are reported against the client_cert file."""
+    ca = pkigen.three_tier(HOST, label="Client CA2")
+    client = pkigen.make_leaf(["client"], ca.intermediate, client_auth=True, not_after=NOW - dt.timedelta(days=1))
+    pki = pkigen.three_tier(HOST, label="Srv2")
+    result = run(pkigen.pem_bundle(pki.intermediate, pki.root), probe(pki.leaf), client=_keycertchain(client, ca.intermediate, keys=2)).result
+    messages = [p.message for p in result.problems]
+    assert any(p.code is Code.EXPIRED and "client certificate file /client.pem" in p.message for p in result.problems), messages
+    assert any(p.code is Code.CLIENT_CERT_INVALID and "2 private keys" in p.message for p in result.problems), messages
+
+
+def test_client_cert_unreadable():
+    """A client_cert path that cannot be read is client_cert_invalid."""
+    pki = pkigen.three_tier(HOST, label="Srv3")
+    result = run(pkigen.pem_bundle(pki.intermediate, pki.root), probe(pki.leaf), client=b"").result
+    assert Code.CLIENT_CERT_INVALID in codes(result)
+
+
+def test_1024_bit_rsa_is_accepted_like_the_jvm():
+    """An intermediate with a 1024-bit RSA key is not weak_algorithm: 1024 is the JVM's floor."""
+    root = pkigen.make_root("Tiny Root")
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    assert small.key_size == 1024
+    pem = small.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    assert b"PRIVATE KEY" in pem  # 1024 is the JVM's floor: accepted
+    inter = pkigen.make_intermediate("Tiny Issuing", root, key=small)
+    leaf = pkigen.make_leaf([HOST], inter)
+    result = run(pkigen.pem_bundle(inter, root), probe(leaf)).result
+    assert Code.WEAK_ALGORITHM not in codes(result)
