@@ -44,7 +44,9 @@ def probe(*items):
 
 def test_healthy_bundle_is_ok(pki):
     """Intermediate + root, leaf probed: verdict ok, complete, chain leaf->intermediate->root from the right sources."""
-    result = finish_shared_bundles([run(pkigen.pem_bundle(pki.intermediate, pki.root), probe(pki.leaf, pki.intermediate))])[0]
+    result = finish_shared_bundles(
+        [run(pkigen.pem_bundle(pki.intermediate, pki.root), probe(pki.leaf, pki.intermediate))]
+    )[0]
     assert result.verdict is Verdict.OK and result.complete and result.endpoint_verified
     assert [(e.role.value, e.source.value) for e in result.chain] == [
         ("leaf", "endpoint"),
@@ -105,7 +107,9 @@ def test_unused_expired_certificate():
     """An expired old intermediate next to its renewal: unused_expired_certificate, and the renewal is the path."""
     root = pkigen.make_root("UE Root")
     key = pkigen.new_key()
-    old = pkigen.make_intermediate("UE Issuing", root, key=key, not_before=NOW - dt.timedelta(days=900), not_after=NOW - dt.timedelta(days=2))
+    old = pkigen.make_intermediate(
+        "UE Issuing", root, key=key, not_before=NOW - dt.timedelta(days=900), not_after=NOW - dt.timedelta(days=2)
+    )
     new = pkigen.make_intermediate("UE Issuing", root, key=key, not_before=NOW - dt.timedelta(days=20))
     leaf = pkigen.make_leaf([HOST], new)
     result = finish_shared_bundles([run(pkigen.pem_bundle(new, old, root), probe(leaf))])[0]
@@ -149,9 +153,13 @@ def test_self_signed_endpoint(pki):
     key = pkigen.new_key("ec")
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, HOST)])
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=300))
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=300))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), False)
         .sign(key, hashes.SHA256())
     )
@@ -166,9 +174,13 @@ def test_weak_signature_algorithm():
     root = pkigen.make_root("SHA1 Root")
     key = pkigen.new_key("rsa")
     inter_cert = (
-        x509.CertificateBuilder().subject_name(pkigen.name("SHA1 Issuing")).issuer_name(root.cert.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=300))
+        x509.CertificateBuilder()
+        .subject_name(pkigen.name("SHA1 Issuing"))
+        .issuer_name(root.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=300))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
     )
     try:
@@ -207,9 +219,15 @@ def test_client_cert_expired_and_two_keys():
     ca = pkigen.three_tier(HOST, label="Client CA2")
     client = pkigen.make_leaf(["client"], ca.intermediate, client_auth=True, not_after=NOW - dt.timedelta(days=1))
     pki = pkigen.three_tier(HOST, label="Srv2")
-    result = run(pkigen.pem_bundle(pki.intermediate, pki.root), probe(pki.leaf), client=_keycertchain(client, ca.intermediate, keys=2)).result
+    result = run(
+        pkigen.pem_bundle(pki.intermediate, pki.root),
+        probe(pki.leaf),
+        client=_keycertchain(client, ca.intermediate, keys=2),
+    ).result
     messages = [p.message for p in result.problems]
-    assert any(p.code is Code.EXPIRED and "client certificate file /client.pem" in p.message for p in result.problems), messages
+    assert any(
+        p.code is Code.EXPIRED and "client certificate file /client.pem" in p.message for p in result.problems
+    ), messages
     assert any(p.code is Code.CLIENT_CERT_INVALID and "2 private keys" in p.message for p in result.problems), messages
 
 
@@ -225,7 +243,9 @@ def test_1024_bit_rsa_is_accepted_like_the_jvm():
     root = pkigen.make_root("Tiny Root")
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     assert small.key_size == 1024
-    pem = small.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pem = small.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     assert b"PRIVATE KEY" in pem  # 1024 is the JVM's floor: accepted
     inter = pkigen.make_intermediate("Tiny Issuing", root, key=small)
     leaf = pkigen.make_leaf([HOST], inter)

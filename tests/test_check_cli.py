@@ -1,0 +1,189 @@
+"""`check`, `fetch-chain` and `inspect` end to end, probing real `openssl s_server` endpoints on loopback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from chainwarden import pkigen
+from chainwarden.cli import main
+from servers import OPENSSL, OpenSSLServer
+
+HOST = "localhost"
+pytestmark = pytest.mark.skipif(OPENSSL is None, reason="openssl is not installed (scripts/bootstrap.sh installs it)")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Two s_server endpoints for one PKI: one presents leaf + intermediate, one the leaf alone."""
+    tmp = tmp_path_factory.mktemp("check")
+    pki = pkigen.three_tier(HOST, label="CLI")
+    with OpenSSLServer.from_issued(pki.leaf, pki.intermediate) as full, OpenSSLServer.from_issued(pki.leaf) as bare:
+        (tmp / "pki").mkdir()
+        (tmp / "pki" / "complete.pem").write_bytes(pkigen.pem_bundle(pki.intermediate, pki.root))
+        (tmp / "pki" / "root-only.pem").write_bytes(pkigen.pem_bundle(pki.root))
+        doc = {
+            "apply_at": "2099-01-01T10:00+5:30",
+            "external_connections": {
+                "full_ok": {
+                    "baseurl": f"https://{HOST}:{full.port}",
+                    "server_cert": "pki/complete.pem",
+                    "secrets": {"bearer_token": "Bearer canary-c0ffee"},
+                },
+                "bare_ok": {"baseurl": f"https://{HOST}:{bare.port}", "server_cert": "pki/complete.pem"},
+                "full_missing": {"baseurl": f"https://{HOST}:{full.port}", "server_cert": "pki/root-only.pem"},
+                "bare_missing": {"baseurl": f"https://{HOST}:{bare.port}", "server_cert": "pki/root-only.pem"},
+            },
+        }
+        (tmp / "prod.json").write_text(json.dumps(doc, indent=2))
+        yield {"tmp": tmp, "pki": pki, "full": full, "bare": bare, "json": tmp / "prod.json"}
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def by_name(out):
+    return {r["connection"]: r for r in json.loads(out)["results"]}
+
+
+def test_live_probe_verdicts(world, capsys):
+    """A complete bundle is ok whether or not the server sends its intermediate; a root-only bundle is not."""
+    code, out, _ = run(capsys, "check", str(world["json"]), "--format", "json")
+    results = by_name(out)
+    assert code == 2
+    assert results["full_ok"]["verdict"] == "ok" and results["bare_ok"]["verdict"] == "ok"
+    assert results["full_ok"]["endpoint_verified"] and results["full_ok"]["chain"][0]["source"] == "endpoint"
+    full_missing = {p["code"]: p for p in results["full_missing"]["problems"]}
+    bare_missing = {p["code"]: p for p in results["bare_missing"]["problems"]}
+    assert "endpoint presents it" in full_missing["missing_intermediate"]["message"]
+    assert "found neither in the bundle nor elsewhere" in bare_missing["missing_intermediate"]["message"]
+    assert results["full_missing"]["complete"] is False
+    assert "canary-c0ffee" not in out
+
+
+def test_json_fields_are_the_contract(world, capsys):
+    """Every pinned field is present with ISO 8601 UTC times."""
+    _, out, _ = run(capsys, "check", str(world["json"]), "--connection", "full_ok", "--format", "json")
+    (result,) = json.loads(out)["results"]
+    for key in ("file", "connection", "endpoint", "bundle", "verdict", "problems", "chain", "chain_expires_at"):
+        assert key in result
+    for entry in result["chain"]:
+        assert set(entry) >= {"role", "subject", "issuer", "not_before", "not_after", "sha256", "source"}
+        assert entry["not_after"].endswith("Z")
+    assert result["endpoint"] == f"{HOST}:{world['full'].port}"
+    assert Path(result["bundle"]) == world["tmp"] / "pki" / "complete.pem"
+
+
+def test_text_output_is_for_people(world, capsys):
+    """Text output: one block per connection, problems first, then the chain as a tree, then a summary."""
+    code, out, _ = run(capsys, "check", str(world["json"]), "--connection", "full_missing")
+    assert code == 2
+    block = out.split("\n\n")[0]
+    assert block.startswith("ERROR ") and "full_missing" in block
+    assert block.index("problems:") < block.index("chain:")
+    assert "`- " in block and out.rstrip().endswith("0 ok, 0 warning, 1 error")
+
+
+def test_offline_uses_no_network(world, capsys):
+    """--offline: no probe; without a leaf in the bundle the structure is checked and that is said."""
+    code, out, _ = run(capsys, "check", str(world["json"]), "--offline", "--connection", "full_ok", "--format", "json")
+    (result,) = json.loads(out)["results"]
+    assert code == 1 and not result["endpoint_verified"]
+    assert [p["code"] for p in result["problems"]] == ["endpoint_not_verified"]
+
+
+def test_at_apply_at_and_bad_at(world, capsys):
+    """--at apply_at evaluates at the file's apply_at (2099: everything expired); garbage --at exits 3."""
+    code, out, _ = run(
+        capsys, "check", str(world["json"]), "--connection", "full_ok", "--at", "apply_at", "--format", "json"
+    )
+    (result,) = json.loads(out)["results"]
+    assert code == 2 and "expired" in {p["code"] for p in result["problems"]}
+    code, _, err = run(capsys, "check", str(world["json"]), "--at", "next tuesday")
+    assert code == 3 and "--at next tuesday" in err
+
+
+def test_unknown_connection_and_usage_errors(world, capsys):
+    """An unknown --connection, no input at all, and a bad --config each exit 3 with a sentence."""
+    code, _, err = run(capsys, "check", str(world["json"]), "--connection", "nope")
+    assert code == 3 and "no connection named 'nope'" in err
+    code, _, err = run(capsys, "check")
+    assert code == 3 and "check needs" in err
+    code, _, err = run(capsys, "check", str(world["json"]), "--config", "/nonexistent.toml")
+    assert code == 3 and "/nonexistent.toml" in err
+    code, _, _ = run(capsys, "check", "--bogus-flag")
+    assert code == 3
+
+
+def test_fetch_chain_prints_presented_pem(world, capsys):
+    """fetch-chain prints exactly what the endpoint presents, leaf first, as PEM."""
+    code, out, err = run(capsys, "fetch-chain", f"127.0.0.1:{world['full'].port}", "--servername", HOST)
+    assert code == 0
+    assert out.encode() == pkigen.pem_bundle(world["pki"].leaf, world["pki"].intermediate)
+    assert "# 0: subject CN=localhost" in err
+    code, out, _ = run(capsys, "fetch-chain", f"127.0.0.1:{world['bare'].port}")
+    assert out.encode() == world["pki"].leaf.pem
+
+
+def test_fetch_chain_unreachable(capsys):
+    """fetch-chain against a closed port exits 2 with the reason."""
+    from servers import refused_port
+
+    with refused_port() as port:
+        code, out, err = run(capsys, "fetch-chain", f"127.0.0.1:{port}", "--timeout", "2")
+    assert code == 2 and out == "" and "refused" in err
+
+
+def test_check_bundle_with_presented_chain_file(world, tmp_path, capsys):
+    """check --bundle with --chain (as saved by fetch-chain) and --host, fully offline."""
+    chain = tmp_path / "presented.pem"
+    chain.write_bytes(pkigen.pem_bundle(world["pki"].leaf, world["pki"].intermediate))
+    code, out, _ = run(
+        capsys,
+        "check",
+        "--bundle",
+        str(world["tmp"] / "pki" / "root-only.pem"),
+        "--chain",
+        str(chain),
+        "--host",
+        HOST,
+        "--format",
+        "json",
+    )
+    (result,) = json.loads(out)["results"]
+    assert code == 2 and result["connection"] is None
+    assert "missing_intermediate" in {p["code"] for p in result["problems"]}
+    code, _, _ = run(
+        capsys, "check", "--bundle", str(world["tmp"] / "pki" / "complete.pem"), "--chain", str(chain), "--host", HOST
+    )
+    assert code == 0
+    code, _, _ = run(
+        capsys,
+        "check",
+        "--bundle",
+        str(world["tmp"] / "pki" / "complete.pem"),
+        "--chain",
+        str(chain),
+        "--host",
+        "other.example",
+    )
+    assert code == 2
+
+
+def test_inspect_lists_every_block(world, tmp_path, capsys):
+    """inspect: one line per block with role, subject, issuer, expiry and fingerprint; bad blocks located."""
+    bundle = tmp_path / "mixed.pem"
+    bad = b"-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n"
+    bundle.write_bytes(pkigen.pem_bundle(world["pki"].intermediate) + bad + world["pki"].root.pem)
+    code, out, _ = run(capsys, "inspect", str(bundle))
+    assert code == 2
+    assert "block 1 (line 1): intermediate" in out and "block 3" in out and "root" in out
+    assert "block 2" in out and "sha256" in out
+    code, out, _ = run(capsys, "inspect", str(bundle), "--format", "json")
+    blocks = json.loads(out)["blocks"]
+    assert [b.get("role") for b in blocks] == ["intermediate", None, "root"]
