@@ -187,3 +187,25 @@ def test_inspect_lists_every_block(world, tmp_path, capsys):
     code, out, _ = run(capsys, "inspect", str(bundle), "--format", "json")
     blocks = json.loads(out)["blocks"]
     assert [b.get("role") for b in blocks] == ["intermediate", None, "root"]
+
+
+def test_inline_client_cert_is_never_echoed(world, tmp_path, capsys):
+    """Key material pasted into secrets.client_cert (instead of a path) is reported but never printed."""
+    key_body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQCanary0123456789"
+    doc = json.loads(world["json"].read_text())
+    doc["external_connections"]["full_ok"]["secrets"]["client_cert"] = (
+        f"-----BEGIN PRIVATE KEY-----\n{key_body}\n-----END PRIVATE KEY-----\n"
+    )
+    doc["external_connections"]["full_ok"]["server_cert"] = str(world["tmp"] / "pki" / "complete.pem")
+    source = tmp_path / "inline.json"
+    source.write_text(json.dumps(doc))
+    for fmt in ("text", "json"):
+        code, out, err = run(capsys, "check", str(source), "--connection", "full_ok", "--format", fmt)
+        assert "Canary0123456789" not in out + err and "BEGIN PRIVATE KEY" not in out + err
+        assert "inline content (not shown)" in out
+
+
+def test_fetch_chain_accepts_a_baseurl(world, capsys):
+    """A baseurl pasted from the connection JSON works as the target."""
+    code, out, _ = run(capsys, "fetch-chain", f"https://{HOST}:{world['full'].port}/api/material")
+    assert code == 0 and out.encode() == pkigen.pem_bundle(world["pki"].leaf, world["pki"].intermediate)

@@ -397,3 +397,25 @@ def test_regeneration_writes_submits_and_exports(tmp_path):
                     lambda: daemon.value("chainwarden_pending_apply_at_timestamp_seconds", file=str(source)) is None,
                     "no pending resubmission after a successful submit",
                 )
+
+
+def test_broken_json_keeps_last_valid_connections(site):
+    """A connection JSON saved broken mid-edit: an error line with its location, and the connections stay watched."""
+    with DaemonProcess(site.config) as daemon:
+        daemon.wait_value("chainwarden_endpoint_probe_success", 1.0, file=str(site.json), connection="erp")
+        good = site.json.read_text()
+        site.json.write_text(good[:-5])  # truncated: invalid JSON
+        daemon.wait_for(
+            lambda: daemon.value("chainwarden_file_problem", file=str(site.json), code="connection_invalid", severity="error") == 1.0,
+            "file problem exported",
+        )
+        assert "invalid JSON" in daemon.log and f"{site.json}" in daemon.log
+        assert complete(daemon, site, "erp") == 1.0  # still exported, still verified
+        site.bundle.write_bytes(site.root_only)
+        wait_complete(daemon, site, 0.0)
+        site.json.write_text(good)
+        daemon.wait_for(
+            lambda: daemon.value("chainwarden_file_problem", file=str(site.json), code="connection_invalid", severity="error") is None,
+            "file problem cleared",
+        )
+        assert "readable again" in daemon.log

@@ -154,7 +154,7 @@ def diagnose(
     if valid:
         chosen, problems = min(valid, key=lambda item: _rank(item[0], item[1]))
         notes.extend(_path_notes(chosen, scored))
-        problems = problems + expiring_soon([link.cert for link in chosen], now, warn_days)
+        problems = problems + expiring_soon([link.cert for link in chosen], now, warn_days, has_leaf=leaf_is_endpoint)
         return Diagnosis(chosen, tuple(problems), True, True, frozenset(related), tuple(notes))
 
     extended_pool = Pool(
@@ -171,7 +171,7 @@ def diagnose(
         missing = _missing_links(chosen, inputs.store_name)
         complete = not any(_is_missing(link) for link in chosen[1:])
         notes.extend(_path_notes(chosen, candidates))
-        problems = missing + problems + expiring_soon([link.cert for link in chosen], now, warn_days)
+        problems = missing + problems + expiring_soon([link.cert for link in chosen], now, warn_days, has_leaf=leaf_is_endpoint)
         valid_now = complete and not _errors(problems)
         return Diagnosis(chosen, tuple(problems), complete, valid_now, frozenset(related), tuple(notes))
 
@@ -180,12 +180,13 @@ def diagnose(
         extended_search.dead_ends or ((leaf,),),
         key=lambda path: (len(path), -sum(_is_missing(link) for link in path)),
     )
-    related |= {link.cert.sha256 for link in dead_end if link.source is Source.BUNDLE}
+    # Until the missing issuer is known, no bundle certificate can be judged unrelated to this path.
+    related |= {c.sha256 for c in inputs.bundle + inputs.hidden}
     problems = _missing_links(dead_end, inputs.store_name)
     problems.append(_unknown_issuer(dead_end[-1].cert, is_leaf=len(dead_end) == 1 and leaf_is_endpoint))
     problems.extend(_signature_explanations(extended_search, dead_end))
     problems.extend(problems_of_partial(dead_end, now, hostname, leaf_is_endpoint))
-    problems.extend(expiring_soon([link.cert for link in dead_end], now, warn_days))
+    problems.extend(expiring_soon([link.cert for link in dead_end], now, warn_days, has_leaf=leaf_is_endpoint))
     return Diagnosis(dead_end, tuple(problems), False, False, frozenset(related), tuple(notes))
 
 

@@ -9,7 +9,10 @@ from datetime import datetime
 
 from cryptography import x509
 
+from pathlib import Path
+
 from .bundle import BundleReading, read_bundle_file
+from .chaincache import ChainCache
 from .config import Config
 from .connections import Connection, ConnectionFile, read_connection_file
 from .engine import Evaluation, Presented, Target, evaluate, finish_shared_bundles
@@ -48,11 +51,39 @@ def selected(inputs: PassInputs, name: str | None) -> list[Connection]:
 def probe_connections(
     connections: Iterable[Connection], config: Config, prober: Prober = probe_many
 ) -> dict[ProbeKey, Presented]:
+    """Probe every endpoint; where a probe fails, fall back to the chain the daemon last cached."""
     targets = {(c.host, c.port, None) for c in connections}
     if not targets:
         return {}
     results = prober(sorted(targets, key=str), concurrency=config.verify_concurrency, timeout=config.verify_timeout)
-    return {key: presented_from_probe(result) for key, result in results.items()}
+    cache = ChainCache(Path(config.state_dir) / "chains")
+    out = {}
+    for key, result in results.items():
+        presented = presented_from_probe(result)
+        if presented.probe_error is not None:
+            cached = cache.load(key[0], key[1])
+            if cached:
+                presented = Presented(cached, "cache", presented.probe_error)
+        out[key] = presented
+    return out
+
+
+def cached_chains(connections: Iterable[Connection], config: Config) -> dict[ProbeKey, Presented]:
+    """Offline: the chains the daemon last saw (under [state] dir), where it has run on this host."""
+    cache = ChainCache(Path(config.state_dir) / "chains")
+    out: dict[ProbeKey, Presented] = {}
+    for conn in connections:
+        chain = cache.load(conn.host, conn.port)
+        if chain:
+            out[(conn.host, conn.port, None)] = Presented(chain, "cache")
+    return out
+
+
+def presented_chains(connections: list[Connection], config: Config, *, offline: bool) -> dict[ProbeKey, Presented]:
+    """What `check` and `fix` verify against: live probes, else the daemon's cached chains."""
+    if offline or not config.verify_probe:
+        return cached_chains(connections, config)
+    return probe_connections(connections, config)
 
 
 def presented_from_probe(result: ProbeResult) -> Presented:

@@ -18,6 +18,11 @@ class UsageError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Names from the file system or a JSON file may hold lone surrogates (undecodable bytes, "\ud800"):
+    # written as escapes they keep text and JSON output valid instead of crashing it.
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -99,7 +104,7 @@ def parse_moment(text: str) -> datetime:
 
 
 def _cmd_check(args: argparse.Namespace, config: Config) -> int:
-    from .checker import evaluate_pass, probe_connections, read_inputs, selected
+    from .checker import evaluate_pass, presented_chains, read_inputs, selected
     from .render import results_json, results_text
     from .report import overall_exit_code
 
@@ -118,9 +123,11 @@ def _cmd_check(args: argparse.Namespace, config: Config) -> int:
         connections = selected(inputs, args.connection)
         if args.connection and not connections:
             raise UsageError(f"no connection named {args.connection!r} in {', '.join(args.files)}")
-        presented = {}
-        if not args.offline and config.verify_probe:
-            presented = probe_connections(connections, config)
+        presented = presented_chains(connections, config, offline=args.offline)
+        if at_apply:
+            for connection_file in inputs.files:
+                when = connection_file.apply_at.isoformat() if connection_file.apply_at else "now (it has no apply_at)"
+                print(f"chainwarden: {connection_file.path}: evaluated at {when}", file=sys.stderr)
         results = evaluate_pass(inputs, presented, now, config, connection_name=args.connection, at_apply=at_apply)
     print(
         results_json(results) if args.format == "json" else results_text(results),
@@ -156,8 +163,16 @@ def _cmd_fetch_chain(args: argparse.Namespace, config: Config) -> int:
     from .probe import parse_target, probe
     from .report import iso_utc
 
+    target = args.target
+    if "://" in target:  # a baseurl pasted from the connection JSON
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(target)
+        if parts.scheme != "https" or not parts.hostname:
+            raise UsageError(f"fetch-chain {target}: expected HOST[:PORT] or an https:// URL")
+        target = f"[{parts.hostname}]:{parts.port or 443}" if ":" in parts.hostname else f"{parts.hostname}:{parts.port or 443}"
     try:
-        host, port = parse_target(args.target)
+        host, port = parse_target(target)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     result = probe(host, port, servername=args.servername, timeout=args.timeout or config.verify_timeout)

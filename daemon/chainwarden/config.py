@@ -44,6 +44,7 @@ class Config:
     regenerate_allow_private_aia: bool = False
     regenerate_aia_timeout: float = 10.0
     regenerate_aia_max_bytes: int = 1024 * 1024
+    regenerate_retry_interval: float = 60.0
     log_level: str = "info"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -84,6 +85,7 @@ _SCHEMA: dict[str, tuple[str, str]] = {
     "regenerate.allow_private_aia": ("regenerate_allow_private_aia", "bool"),
     "regenerate.aia_timeout": ("regenerate_aia_timeout", "duration"),
     "regenerate.aia_max_bytes": ("regenerate_aia_max_bytes", "int"),
+    "regenerate.retry_interval": ("regenerate_retry_interval", "duration"),
     "log.level": ("log_level", "str"),
 }
 
@@ -97,6 +99,7 @@ _LIMITS: dict[str, tuple[float, float]] = {
     "regenerate.apply_at_lead": (3600, 30 * 86400),
     "regenerate.aia_timeout": (0.1, 300),
     "regenerate.aia_max_bytes": (1024, 64 * 1024 * 1024),
+    "regenerate.retry_interval": (1, 86400),
 }
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")

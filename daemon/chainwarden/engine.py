@@ -16,6 +16,9 @@ from .report import ChainEntry, Code, Problem, Result, Role, Severity, Source
 from .roots import RootStore
 
 
+_MISSING = frozenset({Code.MISSING_INTERMEDIATE, Code.MISSING_ROOT})
+
+
 @dataclass(frozen=True, slots=True)
 class Presented:
     """What we know of the endpoint's chain, and how we know it."""
@@ -84,7 +87,7 @@ def evaluate(
                 Problem(
                     Code.ENDPOINT_NOT_VERIFIED,
                     Severity.WARNING,
-                    "no endpoint certificate was available (offline, and none in the bundle): "
+                    "no endpoint certificate was available (no probe, no cached chain, none in the bundle): "
                     "only the bundle's own structure was checked, not the endpoint itself",
                 )
             )
@@ -100,7 +103,11 @@ def evaluate(
                     leaf.subject,
                 )
             )
-    problems.extend(diagnosis.problems)
+    if bundle.readable:
+        problems.extend(diagnosis.problems)
+    else:
+        # The bundle itself is the problem; "missing" links would only repeat it.
+        problems.extend(p for p in diagnosis.problems if p.code not in _MISSING)
     notes.extend(diagnosis.notes)
 
     if bundle.readable and everything:
@@ -193,6 +200,15 @@ def _choose_leaf(
 
 
 def _endpoint_problems(presented: Presented | None, leaf: CertInfo | None, leaf_source: Source) -> list[Problem]:
+    if presented is not None and presented.probe_error is None and presented.origin == "cache" and presented.chain:
+        return [
+            Problem(
+                Code.ENDPOINT_NOT_VERIFIED,
+                Severity.INFO,
+                "checked against the chain the endpoint presented when the daemon last probed it "
+                "(cached), not a live probe",
+            )
+        ]
     if presented is None or presented.probe_error is None:
         if leaf is not None and leaf_source is Source.BUNDLE:
             return [
@@ -264,6 +280,9 @@ def _structural(inputs: Inputs, now: datetime, warn_days: int) -> Diagnosis:
         return Diagnosis((), (), False, False, frozenset(), ())
     issuers = {c.issuer_key for c in bundle if not c.self_issued}
     bottoms = [c for c in bundle if c.subject_key not in issuers and not is_self_signed(c)]
+    # An expired copy next to its renewal is an unused extra, not the thing to judge the bundle by.
+    current = [c for c in bottoms if c.valid_at(now)]
+    bottoms = current or bottoms
     if not bottoms:
         bottoms = [c for c in bundle if is_self_signed(c)][:1] or [bundle[0]]
     problems: list[Problem] = []

@@ -11,11 +11,8 @@ from pathlib import Path
 from cryptography import x509
 
 from .aia import FetchPolicy, IntermediateFinder
-from .checker import evaluate_pass, probe_connections, read_inputs, selected
-from .chaincache import ChainCache
+from .checker import evaluate_pass, presented_chains, read_inputs, selected
 from .config import Config
-from .connections import Connection
-from .engine import Presented
 from .fixer import FilePlan, IssuerFinder, plan_file
 from .outbox import OutboxError, output_json_path, remember_source, write_plan
 from .report import Result, iso_utc
@@ -30,17 +27,6 @@ def issuer_finder(config: Config) -> IssuerFinder:
         return [(c.cert, c.origin) for c in candidates], errors
 
     return find
-
-
-def cached_chains(connections: list[Connection], config: Config) -> dict[tuple[str, int, str | None], Presented]:
-    """Offline: the chains the daemon last saw (under [state] dir), where it has run on this host."""
-    cache = ChainCache(Path(config.state_dir) / "chains")
-    out: dict[tuple[str, int, str | None], Presented] = {}
-    for conn in connections:
-        chain = cache.load(conn.host, conn.port)
-        if chain:
-            out[(conn.host, conn.port, None)] = Presented(chain, "cache")
-    return out
 
 
 def build_plans(
@@ -58,10 +44,7 @@ def build_plans(
     connections = selected(inputs, connection)
     if connection and not connections:
         raise UsageError(f"no connection named {connection!r} in {', '.join(files)}")
-    if offline or not config.verify_probe:
-        presented = cached_chains(connections, config)
-    else:
-        presented = probe_connections(connections, config)
+    presented = presented_chains(connections, config, offline=offline)
     results = evaluate_pass(inputs, presented, now, config, connection_name=connection)
     store = load_root_store(config.regenerate_trusted_roots)
     finder = issuer_finder(config)

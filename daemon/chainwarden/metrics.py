@@ -14,6 +14,7 @@ from .report import Result, Verdict
 
 ConnectionKey = tuple[str, str]  # (file, connection)
 WATCH_MODES = ("inotify", "polling")
+REGENERATION_OUTCOMES = ("written", "unchanged", "failed")
 SOURCE_ERROR_REASONS = ("connection_json", "bundle", "config", "watch", "probe", "state", "outbox", "internal")
 
 
@@ -57,6 +58,11 @@ class MetricsState:
                 self._connections = merged
             else:
                 self._connections = dict(states)
+                # Series of connections and files that are gone disappear with them.
+                files = {file for file, _ in states}
+                self._regenerations = {k: v for k, v in self._regenerations.items() if (k[0], k[1]) in states}
+                self._submissions = {k: v for k, v in self._submissions.items() if k[0] in files}
+                self._submit_last = {k: v for k, v in self._submit_last.items() if k in files}
             if file_results is not None:
                 self._file_results = dict(file_results)
 
@@ -67,6 +73,17 @@ class MetricsState:
     def count_source_error(self, reason: str) -> None:
         with self._lock:
             self._source_errors[reason] = self._source_errors.get(reason, 0.0) + 1
+
+    def touch_regeneration_series(self, keys: Iterable[ConnectionKey], files: Iterable[str], *, submit: bool) -> None:
+        """Create the counters at 0 before their first event, so increase() sees that first event."""
+        with self._lock:
+            for file, connection in keys:
+                for outcome in REGENERATION_OUTCOMES:
+                    self._regenerations.setdefault((file, connection, outcome), 0.0)
+            if submit:
+                for file in files:
+                    for outcome in ("success", "failure"):
+                        self._submissions.setdefault((file, outcome), 0.0)
 
     def count_regeneration(self, file: str, connection: str, outcome: str) -> None:
         with self._lock:
@@ -135,9 +152,19 @@ class ChainwardenCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snap = self._state.snapshot()
-        yield from _connection_families(snap.connections)
-        yield from _file_problem_family(snap.file_results)
-        yield from _daemon_families(snap)
+        families = (_connection_families(snap.connections), _file_problem_family(snap.file_results), _daemon_families(snap))
+        for family in (f for group in families for f in group):
+            yield _encodable(family)
+
+
+def _encodable(family: Metric) -> Metric:
+    """Label values that UTF-8 cannot carry (a file name with undecodable bytes) written as escapes:
+    one such value must not turn every scrape into an error."""
+    for i, sample in enumerate(family.samples):
+        if any(not value.isascii() for value in sample.labels.values()):
+            labels = {k: v.encode("utf-8", "backslashreplace").decode("utf-8") for k, v in sample.labels.items()}
+            family.samples[i] = sample._replace(labels=labels)
+    return family
 
 
 def _connection_families(connections: Mapping[ConnectionKey, ConnectionState]) -> Iterator[Metric]:

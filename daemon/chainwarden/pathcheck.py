@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from .certinfo import CertInfo, is_ip_literal, rsa_key_bits, signature_hash_name
+from .certinfo import CertInfo, is_ip_literal
 from .report import Code, Problem, Severity
 
 SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH.dotted_string
@@ -24,7 +24,7 @@ def validity_problems(
     problems: list[Problem] = []
     now = now.replace(microsecond=0)  # validity is encoded in whole seconds (RFC 5280 4.1.2.5)
     for position, cert in enumerate(path):
-        problems.extend(_time_problems(cert, now, _role_word(position, len(path))))
+        problems.extend(_time_problems(cert, now, _role_word(position, len(path), leaf_is_endpoint)))
         problems.extend(_algorithm_problems(cert, is_anchor=position == len(path) - 1))
         if cert.extension_error:
             problems.append(_invalid(cert, f"certificate {cert.subject}: unreadable extension: {cert.extension_error}"))
@@ -40,8 +40,8 @@ def validity_problems(
     return problems
 
 
-def _role_word(position: int, length: int) -> str:
-    if position == 0 and length > 1:
+def _role_word(position: int, length: int, has_leaf: bool = True) -> str:
+    if position == 0 and length > 1 and has_leaf:
         return "leaf"
     return "root" if position == length - 1 else "intermediate"
 
@@ -68,13 +68,15 @@ def _time_problems(cert: CertInfo, now: datetime, role: str) -> list[Problem]:
     return []
 
 
-def expiring_soon(path: Sequence[CertInfo], now: datetime, warn_days: int) -> list[Problem]:
+def expiring_soon(
+    path: Sequence[CertInfo], now: datetime, warn_days: int, *, has_leaf: bool = True
+) -> list[Problem]:
     horizon = now + timedelta(days=warn_days)
     out = []
     for position, cert in enumerate(path):
         if now <= cert.not_after <= horizon:
             days = (cert.not_after - now).days
-            role = _role_word(position, len(path))
+            role = _role_word(position, len(path), has_leaf)
             out.append(
                 Problem(
                     Code.EXPIRING_SOON,
@@ -90,7 +92,7 @@ def _algorithm_problems(cert: CertInfo, *, is_anchor: bool) -> list[Problem]:
     if is_anchor:
         return []  # a trust anchor's own signature is never checked by PKIX validators
     out = []
-    hash_name = signature_hash_name(cert.cert)
+    hash_name = cert.signature_hash
     if hash_name in WEAK_HASHES:
         out.append(
             Problem(
@@ -109,7 +111,7 @@ def _algorithm_problems(cert: CertInfo, *, is_anchor: bool) -> list[Problem]:
                 cert.subject,
             )
         )
-    bits = rsa_key_bits(cert.cert)
+    bits = cert.rsa_bits
     if bits is not None and bits < 1024:
         out.append(
             Problem(

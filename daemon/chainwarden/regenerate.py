@@ -20,6 +20,7 @@ from .outbox import (
     output_json_path,
     pending_resubmissions,
     remember_source,
+    remove_stale_temp_files,
     submit,
     write_plan,
 )
@@ -39,6 +40,11 @@ class Regenerator:
         self.clock = clock
         self.finder = issuer_finder(config)
         self.needs_retry = False
+        self._last_failure: dict[tuple[str, str], str] = {}
+        self._failures: dict[tuple[str, str], str] = {}  # the last fix_failed reason logged per connection
+        removed = remove_stale_temp_files(config.outbox)
+        if removed:
+            log.info("outbox %s: removed %d temp file(s) left by an interrupted write", config.outbox, removed)
 
     def after_evaluation(
         self, inventory: Inventory, results: Sequence[Result], presented: dict[tuple[str, int], Presented]
@@ -46,6 +52,10 @@ class Regenerator:
         """Write what is needed; returns extra problems (fix_failed) per connection for the metrics."""
         extra: dict[tuple[str, str], list[Problem]] = {}
         self.needs_retry = False
+        keys = [(r.file, r.connection) for r in results if r.file and r.connection]
+        self.metrics.touch_regeneration_series(
+            keys, {file for file, _ in keys}, submit=bool(self.config.regenerate_submit_command)
+        )
         outbox = self.config.outbox
         touched_files = {r.file for r in results if r.connection is not None}
         store = None
@@ -81,8 +91,13 @@ class Regenerator:
             )
             for failure in plan.failures:
                 self.metrics.count_regeneration(path, failure.connection, "failed")
+                message = failure.problem.message if failure.problem else "unknown reason"
+                if self._last_failure.get((path, failure.connection)) != message:
+                    log.warning("%s", message)
+                    self._last_failure[(path, failure.connection)] = message
                 if failure.problem:
                     extra.setdefault((path, failure.connection), []).append(failure.problem)
+                    self._log_failure((path, failure.connection), failure.problem.message)
             if not plan.changes:
                 continue
             try:
@@ -98,6 +113,7 @@ class Regenerator:
             if outcome.written:
                 remember_source(outcome.json_path, path)
             for name in plan.server_certs:
+                self._failures.pop((path, name), None)
                 self.metrics.count_regeneration(path, name, "written" if outcome.written else "unchanged")
             if outcome.written and self.config.regenerate_submit_command:
                 ok, message = submit(self.config.regenerate_submit_command, outcome.json_path)
@@ -107,6 +123,12 @@ class Regenerator:
                     mark(outcome.json_path, "submitted")
         self.metrics.set_pending_apply_at(pending_resubmissions(outbox))
         return extra
+
+    def _log_failure(self, key: tuple[str, str], message: str) -> None:
+        """Why a regeneration failed (metrics carry only the code): once per connection and reason."""
+        if self._failures.get(key) != message:
+            self._failures[key] = message
+            log.warning("regeneration failed: %s", message)
 
     def _retire_obsolete(self, json_path: str, source: str, results: Sequence[Result], connection_file: object) -> None:
         """The source is healthy again (the admin resubmitted): an unsubmitted older plan is obsolete."""

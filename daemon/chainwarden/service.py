@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import logging
 import os
 import queue
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -34,7 +36,7 @@ from .metrics import ChainwardenCollector, ConnectionState, MetricsState
 from .notify import sd_notify, watchdog_interval
 from .probe import ProbeResult, probe_many
 from .report import Result, overall_exit_code
-from .roots import RootStore, load_root_store
+from .roots import RootStore, forget_loaded_stores, load_root_store
 from .watcher import Watcher
 
 log = logging.getLogger("chainwarden")
@@ -48,7 +50,6 @@ DEBOUNCE_MAX_SECONDS = 0.3
 TRUNCATION_RETRIES = 6
 TRUNCATION_RETRY_SECONDS = 0.25
 HEALTH_CHECK_SECONDS = 5.0
-REGENERATION_RETRY_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -82,23 +83,39 @@ class Inventory:
         return PassInputs(files=list(self.files.values()), bundles=dict(self.bundles))
 
 
+# More than any reader reads (bundles 8 MiB, connection JSON 16 MiB): past that, the size decides.
+FINGERPRINT_MAX_BYTES = 16 * 1024 * 1024 + 1
+
+
+def _read_regular(path: str, limit: int) -> tuple[bytes, int]:
+    """At most `limit` bytes of a regular file, and its size; a FIFO or device is an OSError, never a wait."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, f"not a regular file (mode {stat.S_IFMT(info.st_mode):o})")
+        chunks: list[bytes] = []
+        while limit > 0 and (chunk := os.read(fd, min(limit, 1 << 20))):
+            chunks.append(chunk)
+            limit -= len(chunk)
+        return b"".join(chunks), info.st_size
+    finally:
+        os.close(fd)
+
+
 def fingerprint(path: str) -> str:
     """Content identity of a file (or why it cannot be read): events are hints, content decides."""
     try:
-        with open(path, "rb") as handle:
-            digest = hashlib.sha256()
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-        return digest.hexdigest()
+        data, size = _read_regular(path, FINGERPRINT_MAX_BYTES)
     except OSError as exc:
         return f"error:{exc.errno}"
+    return f"{hashlib.sha256(data).hexdigest()}:{size}"
 
 
 def looks_truncated(path: str) -> bool:
     """A PEM caught half-written: more BEGIN lines than END lines."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(8 * 1024 * 1024)
+        data, _ = _read_regular(path, 8 * 1024 * 1024)
     except OSError:
         return False
     return data.count(b"-----BEGIN ") > data.count(b"-----END ")
@@ -125,6 +142,8 @@ class Daemon:
         self.previous_status: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
         self.truncation_attempts: dict[str, int] = {}
         self.heartbeat = time.monotonic()
+        self._log_enabled = True
+        self._file_problem_log: dict[str, tuple[str, ...]] = {}
         self.regenerator: Any = None
         self._http: Any = None
         self._watcher: Watcher | None = None
@@ -222,7 +241,11 @@ class Daemon:
     # The worker --------------------------------------------------------------
     def run_forever(self) -> None:
         self._status("starting: first verification")
-        self.full_pass(probe=False)  # cached chains first, so metrics exist at once
+        # Cached chains first, so metrics exist at once; state changes are logged from the first
+        # live pass on, so start-up does not log a transient verdict for every connection.
+        self._log_enabled = not self.config.verify_probe
+        self.full_pass(probe=False)
+        self._log_enabled = True
         sd_notify("READY=1\nSTATUS=" + self._summary())
         self._start_watchdog_pinger()
         self.commands.put(Command("full"))
@@ -380,6 +403,23 @@ class Daemon:
         cf = read_connection_file(path, now=self.clock())
         if cf.problems:
             self.metrics.count_source_error("connection_json")
+        messages = tuple(p.message for p in cf.problems if p.severity.value == "error")
+        if messages != self._file_problem_log.get(path, ()):
+            for message in messages:
+                log.error("%s", message)
+            if not messages and path in self._file_problem_log:
+                log.info("connection file %s: readable again", path)
+        self._file_problem_log[path] = messages
+        previous = self.inventory.files.get(path)
+        if not cf.connections and cf.problems and previous is not None and previous.connections:
+            # A file broken as a whole (bad JSON mid-edit, wrong shape): keep verifying its last good
+            # connections, so their alerts neither resolve nor vanish while it is being fixed.
+            log.error(
+                "connection file %s is unusable; still checking its last %d valid connections",
+                path,
+                len(previous.connections),
+            )
+            cf = replace(cf, connections=previous.connections)
         inventory.files[path] = cf
 
     def _read_bundle(self, inventory: Inventory, path: str) -> None:
@@ -428,8 +468,16 @@ class Daemon:
         results = evaluate_pass(
             self.inventory.pass_inputs(), presented, now, self.config, store=self._store_for(), only=only
         )
+        # Publish the verdicts first: alerting must never wait for AIA fetches or a submit command.
+        self._publish(results, only, log_changes=True)
         if self.regenerator is not None:
-            results = self._regenerate(results)
+            with_fixes = self._regenerate(results)
+            if with_fixes is not results:
+                self._publish(with_fixes, only, log_changes=False)
+                results = with_fixes
+        return results
+
+    def _publish(self, results: list[Result], only: set[tuple[str, str]] | None, *, log_changes: bool) -> None:
         checked_at = time.time()
         states: dict[tuple[str, str], ConnectionState] = {}
         file_results: dict[str, Result] = {}
@@ -447,7 +495,8 @@ class Daemon:
                 probe_success=result.probe_ok,
                 probe_duration=self.probe_times.get(endpoint) if endpoint else None,
             )
-            self._log_state_change(key, result)
+            if log_changes and self._log_enabled:
+                self._log_state_change(key, result)
         if only is None:
             self.metrics.replace_connections(states, file_results)
             self._forget_removed(set(states))
@@ -458,7 +507,6 @@ class Daemon:
             files = {cf.path: _file_result(cf) for cf in self.inventory.files.values() if cf.problems}
             self.metrics.replace_connections(merged, files)
             self._forget_removed(set(merged))
-        return results
 
     def _regenerate(self, results: list[Result]) -> list[Result]:
         """Complete broken bundles into the outbox; a failure shows as fix_failed on the connection."""
@@ -469,7 +517,9 @@ class Daemon:
             self.metrics.count_source_error("outbox")
             return results
         if self.regenerator.needs_retry:
-            self._retry_full_later(REGENERATION_RETRY_SECONDS)
+            self._retry_full_later(self.config.regenerate_retry_interval)
+        if not extra:
+            return results
         return [
             replace(r, problems=r.problems + tuple(extra[(r.file or "", r.connection)]))
             if r.connection is not None and (r.file or "", r.connection) in extra
@@ -505,13 +555,14 @@ class Daemon:
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
-            log.error("configuration reload failed; keeping the running configuration:\n%s", exc)
+            log.error("configuration reload failed, keeping the running one: %s", str(exc).replace("\n", "; "))
             self.metrics.set_reload(False, time.time())
             self.metrics.count_source_error("config")
             return False
         old = self.config
         self.config = new
         self._store = None
+        forget_loaded_stores()
         self._chain_cache = ChainCache(Path(new.state_dir) / "chains")
         if new.metrics_listen != old.metrics_listen or new.metrics_tls_cert != old.metrics_tls_cert:
             if self._http is not None:
@@ -562,11 +613,26 @@ def _file_result(cf: ConnectionFile) -> Result:
     return file_result(cf)
 
 
+def config_warnings(config: Config) -> list[str]:
+    """Valid, but probably not what the operator meant."""
+    out = []
+    if not config.watch_connections:
+        out.append("[watch] connections is empty: the daemon will watch and check nothing")
+    for entry in config.watch_connections:
+        if not os.path.exists(entry):
+            out.append(f"[watch] connections: {entry} does not exist (yet)")
+    return out
+
+
 def run_service(args: argparse.Namespace, config: Config) -> int:
     setup_logging(config.log_level)
     if args.check_config:
         print(f"configuration {args.config or '(defaults)'} is valid")
+        for warning in config_warnings(config):
+            print(f"warning: {warning}")
         return 0
+    for warning in config_warnings(config):
+        log.warning("%s", warning)
     daemon = Daemon(config, config_path=args.config)
     if args.once:
         results = daemon.full_pass(probe=config.verify_probe)
@@ -577,7 +643,12 @@ def run_service(args: argparse.Namespace, config: Config) -> int:
     try:
         daemon.start()
     except OSError as exc:
+        log.error("cannot start: metrics.listen %s: %s", config.metrics_listen, exc.strerror or exc)
+        daemon.stop()
+        return 3
+    except ConfigError as exc:
         log.error("cannot start: %s", exc)
+        daemon.stop()
         return 3
     signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
     signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
