@@ -6,6 +6,7 @@ Runs promtool (check + unit tests) and a throwaway real Prometheus when they are
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -34,6 +35,7 @@ CONTRACT_METRICS = frozenset(
     {
         "chainwarden_chain_complete",
         "chainwarden_chain_problem",
+        "chainwarden_file_problem",
         "chainwarden_certificate_not_after_timestamp_seconds",
         "chainwarden_chain_expiry_timestamp_seconds",
         "chainwarden_last_check_timestamp_seconds",
@@ -51,6 +53,15 @@ CONTRACT_METRICS = frozenset(
         "chainwarden_connections",
     }
 )
+# Contract metrics that no alert reads, each with the reason; every other one must feed an alert.
+DASHBOARD_ONLY_METRICS = {
+    "chainwarden_chain_expiry_timestamp_seconds": "the minimum of the per-certificate not_after the expiry alerts read",
+    "chainwarden_endpoint_probe_duration_seconds": "latency is context for a failing probe, not a fault of its own",
+    "chainwarden_connections": "a count of verdicts; the per-connection alerts name the broken connection",
+    "chainwarden_watch_mode": "polling is a supported fallback, said in the log and shown on the dashboard",
+    "chainwarden_config_last_reload_success_timestamp_seconds": "the reload alert reads the reload result itself",
+    "chainwarden_submissions_total": "the alerts read chainwarden_submit_last_success, the latest outcome",
+}
 METRIC_NAME = re.compile(r"chainwarden_[a-z_]+")
 SEVERITIES = {"critical", "warning", "info"}
 GRAFANA_UID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
@@ -279,6 +290,15 @@ def test_alert_exprs_use_only_contract_metrics() -> None:
         assert used <= CONTRACT_METRICS, f"{name}: unknown metrics {used - CONTRACT_METRICS}"
 
 
+def test_every_contract_metric_is_alerted_or_dashboard_only() -> None:
+    """Each contract metric feeds an alert, unless DASHBOARD_ONLY_METRICS says why it does not."""
+    alerted: set[str] = set().union(*(metric_names(rule["expr"]) for rule in alert_rules().values()))
+    dashboard_only = set(DASHBOARD_ONLY_METRICS)
+    assert dashboard_only <= CONTRACT_METRICS, dashboard_only - CONTRACT_METRICS
+    assert alerted & dashboard_only == set(), "alerted metrics listed as dashboard-only"
+    assert CONTRACT_METRICS - alerted - dashboard_only == set(), "contract metrics no alert reads"
+
+
 def test_path_expiry_alerts_exclude_unused_bundle_certificates() -> None:
     """Expiry alerts for the path select role!="bundle"; the unused-cert one role="bundle"."""
     rules = alert_rules()
@@ -487,18 +507,20 @@ def _get_json(url: str) -> dict[str, Any]:
         return data
 
 
-@pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[str]:
-    """A Prometheus on 127.0.0.1 with no scrape targets that loads alerts.yml (1s evaluation)."""
+PROMETHEUS_START_TIMEOUT = 30.0
+
+
+@contextlib.contextmanager
+def run_prometheus(config: Path, workdir: Path) -> Iterator[str]:
+    """Run a real Prometheus with `config` on a free 127.0.0.1 port and yield its base URL.
+
+    TSDB and log live in `workdir`; ready means /-/ready answered 200, polled against a deadline.
+    Skips the calling test when prometheus is not installed. Stopped (TERM, then KILL) on exit.
+    """
     binary = shutil.which("prometheus")
     if binary is None:
-        pytest.skip("prometheus is not installed (scripts/bootstrap.sh installs it)")
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        f"global:\n  evaluation_interval: 1s\nrule_files:\n  - {json.dumps(str(ALERTS))}\n",
-        encoding="utf-8",
-    )
-    log = tmp_path / "prometheus.log"
+        pytest.skip("prometheus is not installed (scripts/bootstrap.sh installs the Debian package)")
+    log = workdir / "prometheus.log"
     for _attempt in range(3):  # the free port may be taken between probe and bind
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
@@ -507,7 +529,7 @@ def prometheus(tmp_path: Path) -> Iterator[str]:
                 [
                     binary,
                     f"--config.file={config}",
-                    f"--storage.tsdb.path={tmp_path / 'data'}",
+                    f"--storage.tsdb.path={workdir / 'data'}",
                     f"--web.listen-address=127.0.0.1:{port}",
                 ],
                 stdout=out,
@@ -515,7 +537,7 @@ def prometheus(tmp_path: Path) -> Iterator[str]:
                 stdin=subprocess.DEVNULL,
             )
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + PROMETHEUS_START_TIMEOUT
             while time.monotonic() < deadline and proc.poll() is None:
                 try:
                     with urllib.request.urlopen(url + "/-/ready", timeout=1) as response:
@@ -523,7 +545,7 @@ def prometheus(tmp_path: Path) -> Iterator[str]:
                             break
                 except (urllib.error.URLError, ConnectionError, TimeoutError):
                     pass
-                time.sleep(0.2)
+                time.sleep(0.2)  # pause between polls; the deadline bounds the wait
             else:
                 if proc.poll() is None:
                     pytest.fail("prometheus not ready in 30s:\n" + log.read_text()[-3000:])
@@ -539,6 +561,18 @@ def prometheus(tmp_path: Path) -> Iterator[str]:
                     proc.kill()
                     proc.wait(timeout=10)
     pytest.fail("prometheus did not start:\n" + log.read_text()[-3000:])
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[str]:
+    """A Prometheus on 127.0.0.1 with no scrape targets that loads alerts.yml (1s evaluation)."""
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        f"global:\n  evaluation_interval: 1s\nrule_files:\n  - {json.dumps(str(ALERTS))}\n",
+        encoding="utf-8",
+    )
+    with run_prometheus(config, tmp_path) as url:
+        yield url
 
 
 @pytest.mark.slow
