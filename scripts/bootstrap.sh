@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes .venv with chainwarden and its test tools, and installs the Debian packages the
-# suite drives for real (openssl s_server, promtool/prometheus). Idempotent and quiet.
+# suite drives for real (openssl s_server, promtool/prometheus). Idempotent; quiet unless
+# something fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,10 +24,17 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 if [ ! -x .venv/bin/python ]; then
+    echo "bootstrap: creating .venv and installing chainwarden with its test tools" >&2
     python3 -m venv .venv
 fi
 stamp=.venv/.chainwarden-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+    log=$(mktemp)
+    if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        exit 1
+    fi
+    rm -f "$log"
     touch "$stamp"
 fi

@@ -239,6 +239,12 @@ class OpenSSLServer(LoopbackServer):
         deadline = time.monotonic() + timeout
         if not self._ready.wait(timeout) or not self.port:
             code = self._proc.poll()
+            if code is None and self._ready.is_set():
+                # stdout reached EOF: the process is ending; reap it rather than race its exit.
+                try:
+                    code = self._proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    code = None
             state = "is still starting" if code is None else f"exited with status {code}"
             raise RuntimeError(
                 f"openssl s_server {state} without listening: {self.stderr_text().strip()}"

@@ -313,3 +313,13 @@ def test_lets_encrypt_chain_completed_from_published_intermediates(tmp_path):
     assert not plan.failures, [f.problem for f in plan.failures]
     names = [c.subject for c in plan.bundles[0].certificates]
     assert "ISRG Root X1" in names[-1] and len(names) == 2
+
+
+def test_unreachable_endpoint_is_explained(make_site, capsys):
+    """An endpoint that cannot be probed (and no cached chain): fix explains why nothing is planned."""
+    site = make_site()
+    site.server.stop()
+    code, out = site.fix(capsys)
+    assert code == 2
+    (item,) = out["files"][0]["unfixable"]
+    assert item["connection"] == "erp" and "refused" in item["reason"]

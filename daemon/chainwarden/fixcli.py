@@ -13,7 +13,7 @@ from cryptography import x509
 from .aia import FetchPolicy, IntermediateFinder
 from .checker import evaluate_pass, presented_chains, read_inputs, selected
 from .config import Config
-from .fixer import FilePlan, IssuerFinder, plan_file
+from .fixer import FilePlan, IssuerFinder, needs_fix, plan_file
 from .outbox import OutboxError, output_json_path, remember_source, write_plan
 from .report import Result, iso_utc
 from .roots import load_root_store
@@ -87,6 +87,7 @@ def run_fix(args: argparse.Namespace, config: Config) -> int:
     write_failed = False
     for plan in plans:
         entry = _plan_json(plan, outbox)
+        entry["unfixable"] = _unfixable(plan, results)
         if args.write and plan.changes:
             try:
                 outcome = write_plan(plan, outbox)
@@ -102,6 +103,20 @@ def run_fix(args: argparse.Namespace, config: Config) -> int:
     else:
         print(_text(outputs, plans, outbox, args.write), end="")
     return _exit_code(plans, results, write_failed)
+
+
+def _unfixable(plan: FilePlan, results: list[Result]) -> list[dict[str, str]]:
+    """Broken connections no new bundle can mend, with the error that says why."""
+    handled = set(plan.server_certs) | {c.connection for c in plan.failures}
+    out = []
+    for result in results:
+        if result.file != plan.source or result.connection is None or result.connection in handled:
+            continue
+        if result.verdict.value != "error" or needs_fix(result):
+            continue
+        reason = next(p.message for p in result.problems if p.severity.value == "error")
+        out.append({"connection": result.connection, "reason": reason})
+    return out
 
 
 def _exit_code(plans: list[FilePlan], results: list[Result], write_failed: bool) -> int:
@@ -123,6 +138,7 @@ def _plan_json(plan: FilePlan, outbox: str) -> dict[str, object]:
         "output": output if plan.changes else None,
         "apply_at": plan.apply_at_text,
         "written": False,
+        "moves_rollout_earlier": plan.moves_rollout_earlier,
         "connections": dict(plan.server_certs),
         "bundles": [
             {
@@ -150,6 +166,8 @@ def _text(outputs: list[dict[str, object]], plans: list[FilePlan], outbox: str, 
         for failure in plan.failures:
             if failure.problem:
                 lines.append(f"  error   {failure.problem.code.value}: {failure.problem.message}")
+        for item in entry.get("unfixable", []):  # type: ignore[union-attr]
+            lines.append(f"  not fixable by a bundle: {item['connection']}: {item['reason']}")
         if not plan.changes:
             lines.append("  nothing to change" if not plan.failures else "  nothing written for this file")
             continue
@@ -164,6 +182,11 @@ def _text(outputs: list[dict[str, object]], plans: list[FilePlan], outbox: str, 
             for cert, reason in bundle.dropped:
                 lines.append(f"    - dropped {cert.subject}: {reason}")
         lines.append(f"  resubmission JSON {entry['output']} (apply_at {entry['apply_at']}):")
+        if plan.moves_rollout_earlier:
+            lines.append(
+                "  note: the source's apply_at is later than the new one: this moves the rollout earlier; "
+                "edit apply_at in the resubmission if the planned window matters"
+            )
         lines.extend("    " + line for line in str(entry["diff"]).splitlines())
         if "error" in entry:
             lines.append(f"  error   {entry['error']}")

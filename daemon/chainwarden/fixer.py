@@ -79,6 +79,12 @@ class FilePlan:
     failures: tuple[Completion, ...]
     server_certs: dict[str, str] = field(default_factory=dict)
     apply_at_text: str | None = None  # exactly as written into the JSON
+    source_apply_at: datetime | None = None
+
+    @property
+    def moves_rollout_earlier(self) -> bool:
+        """The source was scheduled later than the resubmission will be (a planned window is lost)."""
+        return bool(self.apply_at and self.source_apply_at and self.source_apply_at > self.apply_at)
 
     @property
     def changes(self) -> bool:
@@ -341,7 +347,15 @@ def plan_file(
     apply_at_text = format_apply_at(apply_at, connection_file.apply_at_raw)
     new_json = rewrite_connection_json(source_bytes, server_certs=server_certs, apply_at=apply_at_text)
     return FilePlan(
-        connection_file.path, source_bytes, new_json, apply_at, tuple(plans), failures, server_certs, apply_at_text
+        connection_file.path,
+        source_bytes,
+        new_json,
+        apply_at,
+        tuple(plans),
+        failures,
+        server_certs,
+        apply_at_text,
+        connection_file.apply_at,
     )
 
 
