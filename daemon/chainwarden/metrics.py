@@ -152,9 +152,9 @@ class ChainwardenCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snap = self._state.snapshot()
-        families = (_connection_families(snap.connections), _file_problem_family(snap.file_results), _daemon_families(snap))
-        for family in (f for group in families for f in group):
-            yield _encodable(family)
+        for group in (_connection_families(snap.connections), _file_problem_family(snap.file_results)):
+            yield from map(_encodable, group)
+        yield from map(_encodable, _daemon_families(snap))
 
 
 def _encodable(family: Metric) -> Metric:

@@ -18,6 +18,8 @@ from prometheus_client.registry import CollectorRegistry
 from .config import Config, ConfigError
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+# Per connection, in its own thread: a peer that connects and stalls holds only its own thread.
+CLIENT_TIMEOUT_SECONDS = 10.0
 
 
 class _ThreadingServer(WSGIServer):
@@ -29,6 +31,12 @@ class _ThreadingServer(WSGIServer):
 
     def _handle(self, request: Any, client_address: Any) -> None:
         try:
+            request.settimeout(CLIENT_TIMEOUT_SECONDS)
+            if isinstance(request, ssl.SSLSocket):
+                try:
+                    request.do_handshake()  # here, not in accept(): that would stall every scrape
+                except OSError:
+                    return  # plain HTTP, a scanner, a stalled peer: nothing to answer
             self.finish_request(request, client_address)
         except Exception:  # noqa: BLE001
             self.handle_error(request, client_address)
@@ -105,7 +113,7 @@ def serve_metrics(
         except (OSError, ssl.SSLError) as exc:
             httpd.server_close()
             raise ConfigError(f"metrics.tls_cert/tls_key: cannot load: {exc}") from None
-        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
     thread = threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True)
     thread.start()
     return httpd, thread

@@ -6,8 +6,10 @@ import hashlib
 import json
 import logging
 import os
+import re
 import stat
 import subprocess
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +21,9 @@ from .fixer import FilePlan
 log = logging.getLogger("chainwarden.outbox")
 
 SUBMIT_TIMEOUT_SECONDS = 900
+# atomicio's temp files: ".<target name>.<8 random characters of mkstemp>.tmp"
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+STALE_TEMP_SECONDS = 300.0
 
 
 class OutboxError(Exception):
@@ -97,6 +102,31 @@ def _source_mode(source: str) -> int:
         return stat.S_IMODE(os.stat(source).st_mode)
     except OSError:
         return 0o600
+
+
+def remove_stale_temp_files(outbox: str, *, older_than: float = STALE_TEMP_SECONDS) -> int:
+    """Delete the temp files of atomic writes that a crash (SIGKILL, power loss) interrupted.
+
+    They are never outputs (nothing reads them), but one may hold a copy of a connection JSON with
+    its secrets. Only files older than `older_than` go: a younger one may belong to a `fix --write`
+    running right now.
+    """
+    removed = 0
+    try:
+        entries = list(os.scandir(outbox))
+    except OSError:
+        return 0
+    cutoff = time.time() - older_than
+    for entry in entries:
+        if not _TEMP_NAME.match(entry.name):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError as exc:
+            log.warning("cannot remove the stale temp file %s: %s", entry.path, exc.strerror or exc)
+    return removed
 
 
 def pending_resubmissions(outbox: str) -> dict[str, float]:

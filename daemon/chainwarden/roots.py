@@ -34,6 +34,11 @@ def load_root_store(spec: str = "certifi") -> RootStore:
     return _load(spec)
 
 
+def forget_loaded_stores() -> None:
+    """Read root stores afresh on next use (SIGHUP: a changed trusted_roots file or folder counts)."""
+    _load.cache_clear()
+
+
 @lru_cache(maxsize=8)
 def _load(spec: str) -> RootStore:
     if spec == "certifi":
