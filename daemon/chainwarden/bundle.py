@@ -250,7 +250,7 @@ class _Account:
             self._block_problems.append(
                 Problem(Code.BLOCK_UNREADABLE, Severity.ERROR, f"{self._where([block])}: {block.error}")
             )
-        for issue in issues:
+        for issue in dict.fromkeys(issues):  # an issue seen both before and after a block counts once
             self._issues.setdefault(issue, []).append(block)
 
     def _where(self, blocks: Sequence[Block]) -> str:
@@ -615,7 +615,7 @@ def _layout_issues(data: bytes, span: _Span, prev_end: int | None, floor: int, c
                 issues.append("literal_newline")
             elif suffix.startswith(b"-----BEGIN "):
                 issues.append("glued")
-            elif rest.startswith(b"-----BEGIN "):
+            elif rest.startswith(b"-----BEGIN"):  # the suffix stops just after "-----BEGIN "; strip() ate the space
                 issues.append("mangled_breaks")
             else:
                 issues.append("end_trailing")

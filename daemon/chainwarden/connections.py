@@ -29,6 +29,8 @@ _APPLY_AT = re.compile(
 )
 _HOST_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?", re.ASCII)
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# Control characters and lone surrogates: a name holding one breaks log lines and metric labels.
+_UNSAFE_NAME = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _CERT_KEYS = frozenset({"baseurl", "server_cert"})
 
 KeyPath = tuple[str | int, ...]
@@ -280,6 +282,11 @@ def _parse_table(
             )
             continue
         connection, broken = _check_connection(path, name, value)
+        if connection is not None and _UNSAFE_NAME.search(name):
+            connection, broken = None, _invalid(
+                f"{where}, connection {_quote(name)}: the name holds a control character or a lone "
+                "surrogate escape, which no log line or metric label can carry; rename the connection"
+            )
         if connection is not None:
             connections.append(connection)
         if broken is not None:
@@ -429,12 +436,19 @@ def _client_cert(connection: dict[str, Any], faults: list[_Fault]) -> str | None
             faults.append(_Fault(where, f"the value is {_kind(value)}, not a string", False))
     if "client_cert" not in secrets or not isinstance(secrets["client_cert"], str):
         return None
-    error = _path_error(secrets["client_cert"])
+    error = _path_error(secrets["client_cert"]) or _inline_content_error(secrets["client_cert"])
     if error is not None:
         faults.append(_Fault('"secrets"."client_cert"', error, False))
         return None
     path: str = secrets["client_cert"]
     return path
+
+
+def _inline_content_error(value: str) -> str | None:
+    """client_cert must name a keycertchain file; pasted key material must never be echoed as a 'path'."""
+    if "\n" in value or "-----BEGIN" in value or len(value) > 4096:
+        return "holds inline content (not shown), not a path to a keycertchain file"
+    return None
 
 
 def _path_error(value: Any) -> str | None:
