@@ -69,6 +69,8 @@ class CertInfo:
     unknown_critical: tuple[str, ...]
     extension_error: str | None  # an extension cryptography could not decode
     self_issued: bool
+    signature_hash: str | None = None  # signature_hash_name(cert), read once
+    rsa_bits: int | None = None  # rsa_key_bits(cert), read once
 
     def __hash__(self) -> int:
         return hash(self.sha256)
@@ -104,28 +106,22 @@ def name_key(name: x509.Name) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-_CACHE: dict[bytes, CertInfo] = {}
+# Keyed by the certificate itself: cryptography hashes and compares certificates by their DER,
+# without the cost of encoding it again (public_bytes) on every lookup.
+_CACHE: dict[x509.Certificate, CertInfo] = {}
 _CACHE_LIMIT = 200_000
 
 
 def describe(cert: x509.Certificate) -> CertInfo:
     """Facts about `cert`, cached by its DER encoding (certificates repeat across bundles)."""
-    der = cert.public_bytes(serialization.Encoding.DER)
-    cached = _CACHE.get(der)
+    cached = _CACHE.get(cert)
     if cached is not None:
         return cached
-    info = _build(cert, der)
+    info = _build(cert, cert.public_bytes(serialization.Encoding.DER))
     if len(_CACHE) >= _CACHE_LIMIT:
         _CACHE.clear()
-    _CACHE[der] = info
+    _CACHE[cert] = info
     return info
-
-
-def _ext(cert: x509.Certificate, cls: type) -> object | None:
-    try:
-        return cert.extensions.get_extension_for_class(cls).value
-    except x509.ExtensionNotFound:
-        return None
 
 
 def _build(cert: x509.Certificate, der: bytes) -> CertInfo:
@@ -140,10 +136,14 @@ def _build(cert: x509.Certificate, der: bytes) -> CertInfo:
         if ext.critical and ext.oid not in KNOWN_EXTENSIONS:
             unknown_critical.append(ext.oid.dotted_string)
 
+    # The first extension of each type, as get_extension_for_class would find it, in one pass.
+    by_type: dict[type, object] = {}
+    if extension_error is None:
+        for ext in extensions:
+            by_type.setdefault(type(ext.value), ext.value)
+
     def get(cls: type) -> object | None:
-        if extension_error is not None:
-            return None
-        return _ext(cert, cls)
+        return by_type.get(cls)
 
     bc = get(x509.BasicConstraints)
     ku = get(x509.KeyUsage)
@@ -171,14 +171,15 @@ def _build(cert: x509.Certificate, der: bytes) -> CertInfo:
             if d.access_method == AuthorityInformationAccessOID.CA_ISSUERS
             and isinstance(d.access_location, x509.UniformResourceIdentifier)
         )
-    subject_key = name_key(cert.subject)
-    issuer_key = name_key(cert.issuer)
+    subject_name, issuer_name = cert.subject, cert.issuer  # each access builds a new Name
+    subject_key = name_key(subject_name)
+    issuer_key = name_key(issuer_name)
     return CertInfo(
         cert=cert,
         der=der,
         sha256=hashlib.sha256(der).hexdigest(),
-        subject=_display_name(cert.subject),
-        issuer=_display_name(cert.issuer),
+        subject=_display_name(subject_name),
+        issuer=_display_name(issuer_name),
         subject_key=subject_key,
         issuer_key=issuer_key,
         ski=ski.digest if isinstance(ski, x509.SubjectKeyIdentifier) else None,
@@ -193,11 +194,13 @@ def _build(cert: x509.Certificate, der: bytes) -> CertInfo:
         eku=frozenset(o.dotted_string for o in eku) if isinstance(eku, x509.ExtendedKeyUsage) else None,
         dns_names=dns,
         ip_addresses=ips,
-        common_names=tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)),
+        common_names=tuple(str(a.value) for a in subject_name.get_attributes_for_oid(NameOID.COMMON_NAME)),
         name_constraints=nc if isinstance(nc, x509.NameConstraints) else None,
         unknown_critical=tuple(unknown_critical),
         extension_error=extension_error,
         self_issued=subject_key == issuer_key,
+        signature_hash=signature_hash_name(cert),
+        rsa_bits=rsa_key_bits(cert),
     )
 
 
