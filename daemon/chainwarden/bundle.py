@@ -774,12 +774,13 @@ def _read_span(
 
 def _note_file_layout(account: _Account, data: bytes, spans: list[_Span], outside: _LineRanges, tail: _Gap) -> None:
     warn = Severity.WARNING
+    # Read identically by OpenSSL and the JVM: worth knowing, not worth a warning verdict.
     if b"\r\n" in data:
-        account.note_file(warn, "uses CRLF (Windows) line endings (OpenSSL and the JVM accept them)")
+        account.note_file(Severity.INFO, "uses CRLF (Windows) line endings (OpenSSL and the JVM accept them)")
     if data.startswith(_BOM) and not (spans and spans[0].start == len(_BOM)):
         account.note_file(warn, "starts with a UTF-8 byte order mark (BOM)")
     if outside.ranges:
-        account.note_file(warn, f"text outside the PEM blocks ({outside})")
+        account.note_file(Severity.INFO, f"text outside the PEM blocks ({outside}; OpenSSL and the JVM skip it)")
     if not data.endswith(b"\n"):
         account.note_file(
             warn,
