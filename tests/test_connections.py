@@ -20,7 +20,7 @@ from chainwarden.connections import (
 from chainwarden.report import Code, Severity
 
 FILE = "/x/prod.json"
-WHERE = f"connections {FILE}"
+WHERE = f"connection file {FILE}"
 
 DOCUMENTED_SAMPLE = b"""{
   "blob_sas_url": "<string from PTC>",
@@ -545,7 +545,7 @@ def test_read_a_17_mb_file_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b'{"external_connections": {"a": ' + filler + b"}}")
     parsed = read_connection_file(path)
     assert only_problem(parsed) == (
-        f"connections {path}: larger than the {MAX_CONNECTION_JSON_BYTES}-byte limit; not read"
+        f"connection file {path}: larger than the {MAX_CONNECTION_JSON_BYTES}-byte limit; not read"
     )
     assert parsed.connections == ()
 
@@ -564,14 +564,14 @@ def test_read_missing_file_does_not_raise(tmp_path: Path) -> None:
     """A missing file is a located error, not an exception."""
     path = tmp_path / "absent.json"
     assert only_problem(read_connection_file(path)) == (
-        f"connections {path}: cannot read: No such file or directory"
+        f"connection file {path}: cannot read: No such file or directory"
     )
 
 
 def test_read_directory_does_not_raise(tmp_path: Path) -> None:
     """A directory given as the JSON file is a located error, not an exception."""
     assert only_problem(read_connection_file(tmp_path)) == (
-        f"connections {tmp_path}: cannot read: Is a directory"
+        f"connection file {tmp_path}: cannot read: Is a directory"
     )
 
 

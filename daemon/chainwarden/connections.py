@@ -104,7 +104,7 @@ def read_connection_file(
                 return _unusable(shown, _too_big(shown, max_bytes))
             data = handle.read(max_bytes + 1)
     except OSError as error:
-        return _unusable(shown, f"connections {shown}: cannot read: {error.strerror or error}")
+        return _unusable(shown, f"connection file {shown}: cannot read: {error.strerror or error}")
     if len(data) > max_bytes:
         return _unusable(shown, _too_big(shown, max_bytes))
     return parse_connection_file(data, shown, now=now)
@@ -116,7 +116,7 @@ def parse_connection_file(data: bytes, path: str, *, now: datetime | None = None
     `now` is accepted for symmetry with the other core functions but not compared with
     apply_at: a file that was already rolled out legitimately carries a past apply_at.
     """
-    where = f"connections {path}"
+    where = f"connection file {path}"
     try:
         top = _load(_decode(data, where), where)
     except _Unusable as error:
@@ -222,7 +222,7 @@ def _load(text: str, where: str) -> Any:
         return json.loads(text, object_pairs_hook=_Object, parse_constant=_reject_constant)
     except json.JSONDecodeError as error:
         raise _Unusable(
-            f"{where}: line {error.lineno}, column {error.colno}: invalid JSON: {error.msg}"
+            f"{where}: line {error.lineno}, column {error.colno}: invalid JSON: {_json_reason(error.msg)}"
         ) from None
     except _ConstantError as error:
         raise _Unusable(f"{where}: invalid JSON: {error}") from None
@@ -270,7 +270,7 @@ def _parse_table(
     table: dict[str, Any], path: str, connections: list[Connection], problems: list[Problem]
 ) -> None:
     """Check every connection; usable ones go to `connections`, broken ones to `problems`."""
-    where = f"connections {path}"
+    where = f"connection file {path}"
     repeated = dict(table.duplicates) if isinstance(table, _Object) else {}
     for name, value in table.items():
         if name in repeated:
@@ -294,7 +294,7 @@ def _parse_table(
 
 
 def _check_connection(path: str, name: str, value: Any) -> tuple[Connection | None, Problem | None]:
-    where = f"connections {path}, connection {_quote(name)}"
+    where = f"connection file {path}, connection {_quote(name)}"
     if not isinstance(value, dict):
         return None, _invalid(f"{where}: is {_kind(value)}, not a JSON object")
     faults = _duplicate_faults(value)
@@ -567,7 +567,7 @@ def _quote(text: str, limit: int | None = None) -> str:
 
 
 def _too_big(path: str, limit: int) -> str:
-    return f"connections {path}: larger than the {limit}-byte limit; not read"
+    return f"connection file {path}: larger than the {limit}-byte limit; not read"
 
 
 def _unusable(path: str, message: str) -> ConnectionFile:
@@ -580,3 +580,14 @@ def _invalid(message: str) -> Problem:
 
 def _bad_apply_at(message: str) -> Problem:
     return Problem(Code.APPLY_AT_INVALID, Severity.ERROR, message)
+
+
+def _json_reason(message: str) -> str:
+    """Python's JSON messages, completed where they read oddly without their position."""
+    if message.startswith("Unterminated string starting at"):
+        return "a string starts here and is never closed"
+    if message == "Expecting property name enclosed in double quotes":
+        return "expecting a key in double quotes (a trailing comma before } ?)"
+    if message == "Expecting value":
+        return "expecting a value (a trailing comma before ] , or a missing value?)"
+    return message

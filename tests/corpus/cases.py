@@ -548,7 +548,7 @@ def _cases() -> list[Case]:
             "conn_not_object",
             "a connection that is a string",
             entry(lambda kit: '"erp.example.test"'),
-            Expect({"connection_invalid": E}, "error", ('connections {shared}, connection "{name}": is a string',)),
+            Expect({"connection_invalid": E}, "error", ('connection file {shared}, connection "{name}": is a string',)),
         ),
         EntryCase(
             "conn_baseurl_number",
@@ -714,72 +714,72 @@ def _cases() -> list[Case]:
             "file_invalid_json",
             "a trailing comma",
             text_file(lambda kit: one_good(kit).replace("}\n  }\n}", "},\n  }\n}")),
-            Expect({"connection_invalid": E}, "error", ("connections {file}: line ", ", column ", "invalid JSON")),
+            Expect({"connection_invalid": E}, "error", ("connection file {file}: line ", ", column ", "invalid JSON")),
         ),
         FileCase(
             "file_truncated_json",
             "a JSON file cut off half-way",
             text_file(lambda kit: one_good(kit)[:60]),
-            Expect({"connection_invalid": E}, "error", ("connections {file}: line ", "invalid JSON")),
+            Expect({"connection_invalid": E}, "error", ("connection file {file}: line ", "invalid JSON")),
         ),
         FileCase(
             "file_empty",
             "an empty connection JSON",
             text_file(lambda kit: ""),
-            Expect({"connection_invalid": E}, "error", ("connections {file}: the file is empty",)),
+            Expect({"connection_invalid": E}, "error", ("connection file {file}: the file is empty",)),
         ),
         FileCase(
             "file_top_level_array",
             "a JSON array instead of an object",
             text_file(lambda kit: "[" + one_good(kit) + "]"),
-            Expect({"connection_invalid": E}, "error", ("connections {file}: the top level is an array",)),
+            Expect({"connection_invalid": E}, "error", ("connection file {file}: the top level is an array",)),
         ),
         FileCase(
             "file_missing_external_connections",
             "no external_connections key",
             text_file(lambda kit: dumps({"apply_at": "2026-12-04T09:30:00+00:00", "connections": {}})),
-            Expect({"connection_invalid": E}, "error", ('connections {file}: key "external_connections" is missing',)),
+            Expect({"connection_invalid": E}, "error", ('connection file {file}: key "external_connections" is missing',)),
         ),
         FileCase(
             "file_external_connections_array",
             "external_connections is an array of connections",
             text_file(lambda kit: dumps({"external_connections": [connection(kit.healthy_bundle)]})),
             Expect(
-                {"connection_invalid": E}, "error", ('connections {file}, key "external_connections": is an array',)
+                {"connection_invalid": E}, "error", ('connection file {file}, key "external_connections": is an array',)
             ),
         ),
         FileCase(
             "file_non_utf8",
             "a Latin-1 byte inside a secrets value (its bytes must not be echoed)",
             text_file(lambda kit: one_good(kit).encode().replace(CANARY.encode(), CANARY.encode() + b"\xe9t\xe9")),
-            Expect({"connection_invalid": E}, "error", ("connections {file}: line 9, byte offset ", "not valid UTF-8")),
+            Expect({"connection_invalid": E}, "error", ("connection file {file}: line 9, byte offset ", "not valid UTF-8")),
         ),
         FileCase(
             "file_utf16",
             "a connection JSON saved as UTF-16",
             text_file(lambda kit: one_good(kit).encode("utf-16")),
             Expect(
-                {"connection_invalid": E}, "error", ("connections {file}: line 1, byte offset 0", "not valid UTF-8")
+                {"connection_invalid": E}, "error", ("connection file {file}: line 1, byte offset 0", "not valid UTF-8")
             ),
         ),
         FileCase(
             "file_50mb",
             "a 50 MB connection JSON (written at test time; the reader stops at its limit)",
             huge_json,
-            Expect({"connection_invalid": E}, "error", ("connections {file}: larger than the 16777216-byte limit",)),
+            Expect({"connection_invalid": E}, "error", ("connection file {file}: larger than the 16777216-byte limit",)),
         ),
         FileCase(
             "file_nan",
             "NaN, which Python's json module accepts but JSON does not",
             text_file(lambda kit: one_good(kit, head='  "retries": NaN,\n')),
-            Expect({"connection_invalid": E}, "error", ("connections {file}: invalid JSON: NaN is not a JSON value",)),
+            Expect({"connection_invalid": E}, "error", ("connection file {file}: invalid JSON: NaN is not a JSON value",)),
         ),
         FileCase(
             "file_deeply_nested",
             "arrays nested 100 000 deep",
             text_file(deeply_nested),
             Expect(
-                {"connection_invalid": E}, "error", ("connections {file}: invalid JSON: values are nested too deeply",)
+                {"connection_invalid": E}, "error", ("connection file {file}: invalid JSON: values are nested too deeply",)
             ),
         ),
         FileCase(
@@ -789,7 +789,7 @@ def _cases() -> list[Case]:
             Expect(
                 {"connection_invalid": E},
                 "error",
-                ('connections {file}, key "external_connections": duplicate key',),
+                ('connection file {file}, key "external_connections": duplicate key',),
                 ok=("good",),
             ),
         ),
@@ -800,7 +800,7 @@ def _cases() -> list[Case]:
             Expect(
                 {"apply_at_invalid": E},
                 "error",
-                ('connections {file}, key "apply_at": "next Tuesday" is not an ISO 8601',),
+                ('connection file {file}, key "apply_at": "next Tuesday" is not an ISO 8601',),
                 ok=("good",),
             ),
         ),
@@ -811,7 +811,7 @@ def _cases() -> list[Case]:
             Expect(
                 {"apply_at_invalid": E},
                 "error",
-                ('connections {file}, key "apply_at": ', "has no UTC offset"),
+                ('connection file {file}, key "apply_at": ', "has no UTC offset"),
                 ok=("good",),
             ),
         ),
@@ -820,27 +820,27 @@ def _cases() -> list[Case]:
             "apply_at that is a number (a Unix time)",
             text_file(lambda kit: one_good(kit, head='  "apply_at": 1796376600,\n')),
             Expect(
-                {"apply_at_invalid": E}, "error", ('connections {file}, key "apply_at": is a number',), ok=("good",)
+                {"apply_at_invalid": E}, "error", ('connection file {file}, key "apply_at": is a number',), ok=("good",)
             ),
         ),
         FileCase(
             "file_schedule_at",
             "schedule_at instead of apply_at",
             text_file(lambda kit: one_good(kit, head='  "schedule_at": "2026-12-04T09:30+5:30",\n')),
-            Expect({"schedule_at_used": W}, "warning", ("connections {file}: key schedule_at",), ok=("good",)),
+            Expect({"schedule_at_used": W}, "warning", ("connection file {file}: key schedule_at",), ok=("good",)),
         ),
         FileCase(
             "file_nowhere",
             "a connection JSON path that does not exist",
             lambda kit, path: None,
-            Expect({"connection_invalid": E}, "error", ("connections {file}: cannot read", "No such file")),
+            Expect({"connection_invalid": E}, "error", ("connection file {file}: cannot read", "No such file")),
             watched=False,
         ),
         FileCase(
             "file_directory",
             "a directory where the connection JSON is expected",
             lambda kit, path: path.mkdir(),
-            Expect({"connection_invalid": E}, "error", ("connections {file}: cannot read", "Is a directory")),
+            Expect({"connection_invalid": E}, "error", ("connection file {file}: cannot read", "Is a directory")),
             watched=False,
             daemon=False,  # by design, a folder named in [watch] connections is a folder of connection JSONs
         ),
@@ -855,7 +855,7 @@ def _cases() -> list[Case]:
             "file_permission_denied",
             "a connection JSON with mode 000",
             json_permission_denied,
-            Expect({"connection_invalid": E}, "error", ("connections {file}: cannot read", "Permission denied")),
+            Expect({"connection_invalid": E}, "error", ("connection file {file}: cannot read", "Permission denied")),
             unprivileged=True,
         ),
     ]
