@@ -615,3 +615,9 @@ def test_format_apply_at_refuses_naive() -> None:
     """A naive moment cannot be formatted as a schedule."""
     with pytest.raises(ValueError, match="timezone-aware"):
         format_apply_at(datetime(2026, 12, 4, 9, 30), None)
+
+
+def test_typo_in_required_key_is_pointed_out() -> None:
+    """A missing server_cert next to a 'server_certs' key says it looks like a typo."""
+    parsed = parse(document({"erp": {"baseurl": "https://h.test", "server_certs": "/b.pem"}}))
+    assert 'found "server_certs": a typo?' in only_problem(parsed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import difflib
 import json
 import os
 import re
@@ -128,11 +129,9 @@ def parse_connection_file(data: bytes, path: str, *, now: datetime | None = None
     connections: list[Connection] = []
     table = top.get("external_connections")
     if "external_connections" not in top:
-        problems.append(_invalid(f'{where}: key "external_connections" is missing'))
+        problems.append(_invalid(f'{where}: key "external_connections" is missing{_near("external_connections", top)}'))
     elif not isinstance(table, dict):
-        problems.append(
-            _invalid(f'{where}, key "external_connections": is {_kind(table)}, not a JSON object')
-        )
+        problems.append(_invalid(f'{where}, key "external_connections": is {_kind(table)}, not a JSON object'))
     else:
         _parse_table(table, path, connections, problems)
     return ConnectionFile(path, tuple(connections), tuple(problems), apply_at, raw, key)
@@ -145,15 +144,12 @@ def parse_apply_at(text: str) -> datetime:
     if match is None:
         raise ValueError(f"{shown} is not an ISO 8601 date-time like 2026-12-04T09:30:00+00:00")
     if match["offset"] is None:
-        raise ValueError(
-            f"{shown} has no UTC offset, so the moment is ambiguous; add one such as +00:00 or Z"
-        )
+        raise ValueError(f"{shown} has no UTC offset, so the moment is ambiguous; add one such as +00:00 or Z")
     offset = _parse_offset(match["offset"], shown)
     fraction = (match["fraction"] or "").ljust(6, "0")[:6]
     try:
         return datetime.fromisoformat(
-            f"{match['date']}T{match['hour']}:{match['minute']}:{match['second'] or '00'}"
-            f".{fraction}"
+            f"{match['date']}T{match['hour']}:{match['minute']}:{match['second'] or '00'}.{fraction}"
         ).replace(tzinfo=timezone(offset))
     except ValueError as error:
         raise ValueError(f"{shown} is not a valid date-time: {error}") from None
@@ -210,8 +206,7 @@ def _decode(data: bytes, where: str) -> str:
         offset = error.start + len(data) - len(body)
         line = data.count(b"\n", 0, offset) + 1
         raise _Unusable(
-            f"{where}: line {line}, byte offset {offset}: not valid UTF-8 "
-            "(connection JSON must be UTF-8 encoded)"
+            f"{where}: line {line}, byte offset {offset}: not valid UTF-8 (connection JSON must be UTF-8 encoded)"
         ) from None
 
 
@@ -234,9 +229,7 @@ def _reject_constant(name: str) -> Any:
     raise _ConstantError(f"{name} is not a JSON value")
 
 
-def _schedule(
-    top: dict[str, Any], where: str
-) -> tuple[datetime | None, str | None, str | None, list[Problem]]:
+def _schedule(top: dict[str, Any], where: str) -> tuple[datetime | None, str | None, str | None, list[Problem]]:
     """Read apply_at (or notice schedule_at): (moment, raw text, key used, problems)."""
     problems: list[Problem] = []
     if "schedule_at" in top:
@@ -254,9 +247,7 @@ def _schedule(
         return None, raw if isinstance(raw, str) else None, "schedule_at", problems
     value = top["apply_at"]
     if not isinstance(value, str):
-        problems.append(
-            _bad_apply_at(f'{where}, key "apply_at": is {_kind(value)}, not a date-time string')
-        )
+        problems.append(_bad_apply_at(f'{where}, key "apply_at": is {_kind(value)}, not a date-time string'))
         return None, None, "apply_at", problems
     try:
         moment = parse_apply_at(value)
@@ -266,9 +257,7 @@ def _schedule(
     return moment, value, "apply_at", problems
 
 
-def _parse_table(
-    table: dict[str, Any], path: str, connections: list[Connection], problems: list[Problem]
-) -> None:
+def _parse_table(table: dict[str, Any], path: str, connections: list[Connection], problems: list[Problem]) -> None:
     """Check every connection; usable ones go to `connections`, broken ones to `problems`."""
     where = f"connection file {path}"
     repeated = dict(table.duplicates) if isinstance(table, _Object) else {}
@@ -283,9 +272,12 @@ def _parse_table(
             continue
         connection, broken = _check_connection(path, name, value)
         if connection is not None and _UNSAFE_NAME.search(name):
-            connection, broken = None, _invalid(
-                f"{where}, connection {_quote(name)}: the name holds a control character or a lone "
-                "surrogate escape, which no log line or metric label can carry; rename the connection"
+            connection, broken = (
+                None,
+                _invalid(
+                    f"{where}, connection {_quote(name)}: the name holds a control character or a lone "
+                    "surrogate escape, which no log line or metric label can carry; rename the connection"
+                ),
             )
         if connection is not None:
             connections.append(connection)
@@ -321,7 +313,11 @@ def _check_connection(path: str, name: str, value: Any) -> tuple[Connection | No
 def _endpoint(connection: dict[str, Any], faults: list[_Fault]) -> tuple[str, int] | None:
     if "baseurl" not in connection:
         faults.append(
-            _Fault('"baseurl"', "missing; the endpoint https://host[:port] is required", True)
+            _Fault(
+                '"baseurl"',
+                "missing; the endpoint https://host[:port] is required" + _near("baseurl", connection),
+                True,
+            )
         )
         return None
     url = connection["baseurl"]
@@ -348,9 +344,7 @@ def _split_baseurl(url: str) -> tuple[str, int]:
         raise ValueError("is not a valid URL: the bracketed IPv6 host is malformed") from None
     scheme = parts.scheme.lower()
     if scheme == "http":
-        raise ValueError(
-            "uses http://, but Windchill+ connections are HTTPS; write https://host[:port]"
-        )
+        raise ValueError("uses http://, but Windchill+ connections are HTTPS; write https://host[:port]")
     if scheme != "https":
         raise ValueError("is not an https:// URL; expected https://host[:port]")
     if "@" in parts.netloc:
@@ -411,7 +405,11 @@ def _port(text: str) -> int:
 def _server_cert(connection: dict[str, Any], faults: list[_Fault]) -> str | None:
     if "server_cert" not in connection:
         faults.append(
-            _Fault('"server_cert"', "missing; the PEM trust bundle path is required", True)
+            _Fault(
+                '"server_cert"',
+                "missing; the PEM trust bundle path is required" + _near("server_cert", connection),
+                True,
+            )
         )
         return None
     error = _path_error(connection["server_cert"])
@@ -509,9 +507,7 @@ def _duplicates(root: Any) -> list[tuple[KeyPath, str, int]]:
             children = node.items()
         elif isinstance(node, list):
             children = enumerate(node)
-        nested = [
-            (path + (key,), value) for key, value in children if isinstance(value, dict | list)
-        ]
+        nested = [(path + (key,), value) for key, value in children if isinstance(value, dict | list)]
         stack.extend(reversed(nested))
     return found
 
@@ -591,3 +587,9 @@ def _json_reason(message: str) -> str:
     if message == "Expecting value":
         return "expecting a value (a trailing comma before ] , or a missing value?)"
     return message
+
+
+def _near(wanted: str, mapping: dict[str, Any]) -> str:
+    """ "; found "server_certs": a typo?" when a present key is close to a missing required one."""
+    close = difflib.get_close_matches(wanted, [k for k in mapping if isinstance(k, str)], n=1, cutoff=0.75)
+    return f"; found {_quote(close[0])}: a typo?" if close else ""
