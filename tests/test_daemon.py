@@ -79,7 +79,7 @@ timeout = "5s"
 listen = "127.0.0.1:{port or self.port}"
 
 [state]
-dir = "{self.root / 'state'}"
+dir = "{self.root / "state"}"
 {extra}
 """
         )
@@ -138,8 +138,12 @@ def test_atomic_replace_breaks_and_restores(site):
         os.replace(tmp, site.bundle)
         wait_complete(daemon, site, 0.0)
         daemon.wait_value(
-            "chainwarden_chain_problem", 1.0, file=str(site.json), connection="erp",
-            code="missing_intermediate", severity="error",
+            "chainwarden_chain_problem",
+            1.0,
+            file=str(site.json),
+            connection="erp",
+            code="missing_intermediate",
+            severity="error",
         )
         assert complete(daemon, site, "crm") == 1.0  # the other connection is untouched
         subprocess.run(["sed", "-i", "s/^$//", str(site.bundle)], check=True)  # a no-op sed -i rewrite
@@ -189,8 +193,12 @@ def test_directory_deleted_and_recreated(site):
         wait_complete(daemon, site, 1.0)
         shutil.rmtree(site.bundles)
         daemon.wait_value(
-            "chainwarden_chain_problem", 1.0, file=str(site.json), connection="erp",
-            code="bundle_unreadable", severity="error",
+            "chainwarden_chain_problem",
+            1.0,
+            file=str(site.json),
+            connection="erp",
+            code="bundle_unreadable",
+            severity="error",
         )
         site.bundles.mkdir()
         site.other_bundle.write_bytes(site.good)
@@ -212,7 +220,7 @@ def test_half_written_bundle_is_not_acted_on(site):
             os.fsync(handle.fileno())
             # Finish the write later than the daemon's debounce, so it does see the half file.
             time.sleep(0.4)  # the delay *is* the scenario (a slow writer), not synchronisation
-            handle.write(site.root_only[len(half):])
+            handle.write(site.root_only[len(half) :])
         wait_complete(daemon, site, 0.0)
         assert "block_unreadable" not in daemon.log and "bundle_unreadable" not in daemon.log
 
@@ -233,8 +241,12 @@ def test_sighup_good_and_bad_config(site):
         site.config.write_text(site.config.read_text().replace('timeout = "5s"', 'timeout = "5s"\nwarn_days = 3650'))
         daemon.signal(signal.SIGHUP)
         daemon.wait_value(
-            "chainwarden_chain_problem", 1.0, file=str(site.json), connection="erp",
-            code="expiring_soon", severity="warning",
+            "chainwarden_chain_problem",
+            1.0,
+            file=str(site.json),
+            connection="erp",
+            code="expiring_soon",
+            severity="warning",
         )
         site.config.write_text(site.config.read_text() + "\n[bogus]\nkey = 1\n")
         daemon.signal(signal.SIGHUP)
@@ -258,13 +270,18 @@ def test_bad_config_refuses_to_start(tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text('[verify]\nwarn_days = "soon"\n[metrics]\nlisten = "nowhere"\ncolour = "red"\n')
     proc = subprocess.run(
-        [sys.executable, "-m", "chainwarden", "run", "--config", str(config)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "chainwarden", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 3
     assert "verify.warn_days" in proc.stderr and "unknown key metrics.colour" in proc.stderr
     check = subprocess.run(
         [sys.executable, "-m", "chainwarden", "run", "--check-config", "--config", str(config)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert check.returncode == 3
 
@@ -307,7 +324,9 @@ def test_force_polling_config(tmp_path):
     """[watch] force_polling = true (network file systems) polls and follows changes."""
     s = Site(tmp_path)
     try:
-        s.config.write_text(s.config.read_text().replace('poll_interval = "0.2s"', 'poll_interval = "0.2s"\nforce_polling = true'))
+        s.config.write_text(
+            s.config.read_text().replace('poll_interval = "0.2s"', 'poll_interval = "0.2s"\nforce_polling = true')
+        )
         with DaemonProcess(s.config) as daemon:
             daemon.wait_value("chainwarden_watch_mode", 1.0, mode="polling")
             wait_complete(daemon, s, 1.0)
@@ -325,8 +344,12 @@ def test_unreachable_endpoint_uses_cached_chain(site):
     with DaemonProcess(site.config) as daemon:
         daemon.wait_value("chainwarden_endpoint_probe_success", 0.0, file=str(site.json), connection="erp")
         daemon.wait_value(
-            "chainwarden_chain_problem", 1.0, file=str(site.json), connection="erp",
-            code="endpoint_unreachable", severity="warning",
+            "chainwarden_chain_problem",
+            1.0,
+            file=str(site.json),
+            connection="erp",
+            code="endpoint_unreachable",
+            severity="warning",
         )
         assert complete(daemon, site, "erp") == 1.0
         site.bundle.write_bytes(site.root_only)
@@ -375,9 +398,19 @@ def test_regeneration_writes_submits_and_exports(tmp_path):
         port = free_port()
         with PythonTLSServer.from_issued(leaf) as server:
             source = tmp_path / "conns" / "prod.json"
-            source.write_text(json.dumps({"external_connections": {"erp": {"baseurl": f"https://{HOST}:{server.port}", "server_cert": str(bundle)}}}))
+            source.write_text(
+                json.dumps(
+                    {
+                        "external_connections": {
+                            "erp": {"baseurl": f"https://{HOST}:{server.port}", "server_cert": str(bundle)}
+                        }
+                    }
+                )
+            )
             config = tmp_path / "cw.toml"
-            submit = json.dumps([sys.executable, "-c", "import shutil,sys; shutil.copy(sys.argv[1], sys.argv[2])", "{json}", str(copy)])
+            submit = json.dumps(
+                [sys.executable, "-c", "import shutil,sys; shutil.copy(sys.argv[1], sys.argv[2])", "{json}", str(copy)]
+            )
             config.write_text(
                 f'[watch]\nconnections = ["{tmp_path / "conns"}"]\n[metrics]\nlisten = "127.0.0.1:{port}"\n'
                 f'[state]\ndir = "{tmp_path / "state"}"\n[verify]\ntrusted_roots = "{tmp_path / "roots"}"\n'
@@ -406,7 +439,12 @@ def test_broken_json_keeps_last_valid_connections(site):
         good = site.json.read_text()
         site.json.write_text(good[:-5])  # truncated: invalid JSON
         daemon.wait_for(
-            lambda: daemon.value("chainwarden_file_problem", file=str(site.json), code="connection_invalid", severity="error") == 1.0,
+            lambda: (
+                daemon.value(
+                    "chainwarden_file_problem", file=str(site.json), code="connection_invalid", severity="error"
+                )
+                == 1.0
+            ),
             "file problem exported",
         )
         assert "invalid JSON" in daemon.log and f"{site.json}" in daemon.log
@@ -415,7 +453,12 @@ def test_broken_json_keeps_last_valid_connections(site):
         wait_complete(daemon, site, 0.0)
         site.json.write_text(good)
         daemon.wait_for(
-            lambda: daemon.value("chainwarden_file_problem", file=str(site.json), code="connection_invalid", severity="error") is None,
+            lambda: (
+                daemon.value(
+                    "chainwarden_file_problem", file=str(site.json), code="connection_invalid", severity="error"
+                )
+                is None
+            ),
             "file problem cleared",
         )
         assert "readable again" in daemon.log

@@ -46,10 +46,12 @@ class FixSite:
         self.bundle.write_bytes(pkigen.pem_bundle(self.root))
         self.json = tmp / "prod.json"
         self.source_text = (
-            '{\n  "blob_sas_url": "sas",\n  "apply_at": "2026-01-01T09:30+5:30",\n  "weird": [1.0, 1e3, -0, null, true],\n'
-            '  "external_connections": {\n    "erp": {\n      "baseurl": "https://%s:%d",\n'
+            '{\n  "blob_sas_url": "sas",\n  "apply_at": "2026-01-01T09:30+5:30",\n'
+            '  "weird": [1.0, 1e3, -0, null, true],\n'
+            '  "external_connections": {\n    "erp": {\n'
+            f'      "baseurl": "https://{HOST}:{self.server.port}",\n'
             '      "secrets": {"bearer_token": "Bearer canary-5150", "secret.age": "5"},\n'
-            '      "server_cert": "pki/erp.pem"\n    }\n  }\n}' % (HOST, self.server.port)
+            '      "server_cert": "pki/erp.pem"\n    }\n  }\n}'
         )
         self.json.write_text(self.source_text)
         os.chmod(self.json, 0o600)
@@ -59,7 +61,7 @@ class FixSite:
             f'[verify]\ntrusted_roots = "{tmp / "roots"}"\ntimeout = "5s"\n'
             f'[state]\ndir = "{tmp / "state"}"\n'
             f'[regenerate]\ntrusted_roots = "{tmp / "roots"}"\noutbox = "{self.outbox}"\n'
-            f"allow_private_aia = {'true' if allow_private else 'false'}\naia_timeout = \"1s\"\n"
+            f'allow_private_aia = {"true" if allow_private else "false"}\naia_timeout = "1s"\n'
         )
 
     def fix(self, capsys, *extra):
@@ -207,7 +209,10 @@ def test_shared_bundle_keeps_the_other_connections_certificates(tmp_path, capsys
     (tmp_path / "inter" / "b.pem").write_bytes(broken.intermediate.pem)
     shared = tmp_path / "shared.pem"
     shared.write_bytes(pkigen.pem_bundle(healthy.intermediate, healthy.root, broken.root))
-    with PythonTLSServer.from_issued(healthy.leaf, healthy.intermediate) as a, PythonTLSServer.from_issued(broken.leaf) as b:
+    with (
+        PythonTLSServer.from_issued(healthy.leaf, healthy.intermediate) as a,
+        PythonTLSServer.from_issued(broken.leaf) as b,
+    ):
         doc = {
             "external_connections": {
                 "a": {"baseurl": f"https://{HOST}:{a.port}", "server_cert": str(shared)},
@@ -236,7 +241,10 @@ def test_shared_bundle_keeps_the_other_connections_certificates(tmp_path, capsys
         broken.root.cert.subject.rfc4514_string()
     )
     assert plan["bundles"][0]["added"] == [
-        {"subject": broken.intermediate.cert.subject.rfc4514_string(), "origin": f"intermediates_dir:{tmp_path / 'inter' / 'b.pem'}"}
+        {
+            "subject": broken.intermediate.cert.subject.rfc4514_string(),
+            "origin": f"intermediates_dir:{tmp_path / 'inter' / 'b.pem'}",
+        }
     ]
 
 
@@ -257,7 +265,10 @@ def _real_plan(site_name, tmp_path, intermediates_dir):
     root_pem = (base / "root.pem").read_bytes()
     bundle_path = str(tmp_path / "bundle.pem")
     source = json.dumps(
-        {"apply_at": "2020-01-01T00:00:00Z", "external_connections": {"site": {"baseurl": f"https://{case['host']}", "server_cert": bundle_path}}}
+        {
+            "apply_at": "2020-01-01T00:00:00Z",
+            "external_connections": {"site": {"baseurl": f"https://{case['host']}", "server_cert": bundle_path}},
+        }
     ).encode()
     connection_file = parse_connection_file(source, str(tmp_path / "prod.json"))
     now = dt.datetime.fromisoformat(case["validation_time"])
@@ -281,9 +292,23 @@ def _real_plan(site_name, tmp_path, intermediates_dir):
         candidates, errors = finder.issuers_for(cert)
         return [(c.cert, c.origin) for c in candidates], errors
 
-    return presented, root_pem, plan_file(
-        connection_file, source, results, {bundle_path: bundle}, presented_map, load_root_store("certifi"), find, now,
-        lead=dt.timedelta(hours=2), include_leaf=False, outbox=str(tmp_path / "out"), output_json=str(tmp_path / "out" / "x.json"),
+    return (
+        presented,
+        root_pem,
+        plan_file(
+            connection_file,
+            source,
+            results,
+            {bundle_path: bundle},
+            presented_map,
+            load_root_store("certifi"),
+            find,
+            now,
+            lead=dt.timedelta(hours=2),
+            include_leaf=False,
+            outbox=str(tmp_path / "out"),
+            output_json=str(tmp_path / "out" / "x.json"),
+        ),
     )
 
 

@@ -171,7 +171,11 @@ def diagnose(
         missing = _missing_links(chosen, inputs.store_name)
         complete = not any(_is_missing(link) for link in chosen[1:])
         notes.extend(_path_notes(chosen, candidates))
-        problems = missing + problems + expiring_soon([link.cert for link in chosen], now, warn_days, has_leaf=leaf_is_endpoint)
+        problems = (
+            missing
+            + problems
+            + expiring_soon([link.cert for link in chosen], now, warn_days, has_leaf=leaf_is_endpoint)
+        )
         valid_now = complete and not _errors(problems)
         return Diagnosis(chosen, tuple(problems), complete, valid_now, frozenset(related), tuple(notes))
 

@@ -6,10 +6,9 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from cryptography import x509
-
-from pathlib import Path
 
 from .bundle import BundleReading, read_bundle_file
 from .chaincache import ChainCache

@@ -170,7 +170,11 @@ def _cmd_fetch_chain(args: argparse.Namespace, config: Config) -> int:
         parts = urlsplit(target)
         if parts.scheme != "https" or not parts.hostname:
             raise UsageError(f"fetch-chain {target}: expected HOST[:PORT] or an https:// URL")
-        target = f"[{parts.hostname}]:{parts.port or 443}" if ":" in parts.hostname else f"{parts.hostname}:{parts.port or 443}"
+        target = (
+            f"[{parts.hostname}]:{parts.port or 443}"
+            if ":" in parts.hostname
+            else f"{parts.hostname}:{parts.port or 443}"
+        )
     try:
         host, port = parse_target(target)
     except ValueError as exc:

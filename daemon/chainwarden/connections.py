@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import ipaddress
 import difflib
+import ipaddress
 import json
 import os
 import re

@@ -324,7 +324,10 @@ def run_daemon_demo(site: DemoSite) -> int:
             print(f"      {changes[-1]}")
         print(f"\ndemo: daemon stopped (exit {daemon.returncode}). To try the commands yourself, keep the example:")
         print("      .venv/bin/python -m chainwarden.demo --dir demo-output")
-        print("      .venv/bin/chainwarden fix demo-output/prodConnections.json --offline --config demo-output/chainwarden.toml")
+        print(
+            "      .venv/bin/chainwarden fix demo-output/prodConnections.json --offline"
+            " --config demo-output/chainwarden.toml"
+        )
         print("      (--offline: the demo's endpoints are gone by then; fix uses the chains the daemon cached)")
     return 0 if noticed and daemon.returncode == 0 else 1
 

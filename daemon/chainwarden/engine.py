@@ -15,7 +15,6 @@ from .pathcheck import expiring_soon, hostname_problems
 from .report import ChainEntry, Code, Problem, Result, Role, Severity, Source
 from .roots import RootStore
 
-
 _MISSING = frozenset({Code.MISSING_INTERMEDIATE, Code.MISSING_ROOT})
 
 

@@ -173,7 +173,8 @@ def _text(outputs: list[dict[str, object]], plans: list[FilePlan], outbox: str, 
             continue
         for bundle in plan.bundles:
             lines.append(
-                f"  new bundle {os.path.join(outbox, bundle.file_name)} (replaces {bundle.source} for {', '.join(bundle.connections)}):"
+                f"  new bundle {os.path.join(outbox, bundle.file_name)} "
+                f"(replaces {bundle.source} for {', '.join(bundle.connections)}):"
             )
             added = {c.sha256: origin for c, origin in bundle.added}
             for cert in bundle.certificates:

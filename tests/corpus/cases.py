@@ -738,7 +738,9 @@ def _cases() -> list[Case]:
             "file_missing_external_connections",
             "no external_connections key",
             text_file(lambda kit: dumps({"apply_at": "2026-12-04T09:30:00+00:00", "connections": {}})),
-            Expect({"connection_invalid": E}, "error", ('connection file {file}: key "external_connections" is missing',)),
+            Expect(
+                {"connection_invalid": E}, "error", ('connection file {file}: key "external_connections" is missing',)
+            ),
         ),
         FileCase(
             "file_external_connections_array",
@@ -752,7 +754,9 @@ def _cases() -> list[Case]:
             "file_non_utf8",
             "a Latin-1 byte inside a secrets value (its bytes must not be echoed)",
             text_file(lambda kit: one_good(kit).encode().replace(CANARY.encode(), CANARY.encode() + b"\xe9t\xe9")),
-            Expect({"connection_invalid": E}, "error", ("connection file {file}: line 9, byte offset ", "not valid UTF-8")),
+            Expect(
+                {"connection_invalid": E}, "error", ("connection file {file}: line 9, byte offset ", "not valid UTF-8")
+            ),
         ),
         FileCase(
             "file_utf16",
@@ -766,20 +770,26 @@ def _cases() -> list[Case]:
             "file_50mb",
             "a 50 MB connection JSON (written at test time; the reader stops at its limit)",
             huge_json,
-            Expect({"connection_invalid": E}, "error", ("connection file {file}: larger than the 16777216-byte limit",)),
+            Expect(
+                {"connection_invalid": E}, "error", ("connection file {file}: larger than the 16777216-byte limit",)
+            ),
         ),
         FileCase(
             "file_nan",
             "NaN, which Python's json module accepts but JSON does not",
             text_file(lambda kit: one_good(kit, head='  "retries": NaN,\n')),
-            Expect({"connection_invalid": E}, "error", ("connection file {file}: invalid JSON: NaN is not a JSON value",)),
+            Expect(
+                {"connection_invalid": E}, "error", ("connection file {file}: invalid JSON: NaN is not a JSON value",)
+            ),
         ),
         FileCase(
             "file_deeply_nested",
             "arrays nested 100 000 deep",
             text_file(deeply_nested),
             Expect(
-                {"connection_invalid": E}, "error", ("connection file {file}: invalid JSON: values are nested too deeply",)
+                {"connection_invalid": E},
+                "error",
+                ("connection file {file}: invalid JSON: values are nested too deeply",),
             ),
         ),
         FileCase(
