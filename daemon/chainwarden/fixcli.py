@@ -166,7 +166,8 @@ def _text(outputs: list[dict[str, object]], plans: list[FilePlan], outbox: str, 
         for failure in plan.failures:
             if failure.problem:
                 lines.append(f"  error   {failure.problem.code.value}: {failure.problem.message}")
-        for item in entry.get("unfixable", []):  # type: ignore[union-attr]
+        unfixable = entry.get("unfixable", [])
+        for item in unfixable if isinstance(unfixable, list) else []:
             lines.append(f"  not fixable by a bundle: {item['connection']}: {item['reason']}")
         if not plan.changes:
             lines.append("  nothing to change" if not plan.failures else "  nothing written for this file")
