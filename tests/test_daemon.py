@@ -462,3 +462,48 @@ def test_broken_json_keeps_last_valid_connections(site):
             "file problem cleared",
         )
         assert "readable again" in daemon.log
+
+
+def test_sd_notify_ready_status_and_watchdog(site, tmp_path):
+    """Under a notify unit with WatchdogSec: READY=1 once metrics exist, STATUS lines, and WATCHDOG=1 pings."""
+    import socket as socketlib
+
+    address = str(tmp_path / "notify.sock")
+    receiver = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM)
+    receiver.bind(address)
+    receiver.settimeout(0.5)
+    messages: list[str] = []
+
+    def received(predicate) -> bool:
+        try:
+            messages.append(receiver.recv(4096).decode())
+        except TimeoutError:
+            pass
+        return any(predicate(m) for m in messages)
+
+    try:
+        env = {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "2000000"}
+        daemon = DaemonProcess(site.config, env=env)
+        try:
+            daemon.wait_for(lambda: received(lambda m: "READY=1" in m), "READY=1")
+            assert complete(daemon, site) is not None  # metrics are served by the time READY is sent
+            daemon.wait_for(lambda: received(lambda m: m.startswith("WATCHDOG=1")), "WATCHDOG=1")
+            assert any("STATUS=" in m and "connections" in m for m in messages), messages
+        finally:
+            daemon.stop()
+        assert received(lambda m: "STOPPING=1" in m) or any("STOPPING=1" in m for m in messages)
+    finally:
+        receiver.close()
+
+
+def test_journald_log_format(site):
+    """Under journald: syslog priority prefixes and no timestamps of our own; a broken chain logs at warning."""
+    with DaemonProcess(site.config, env={"JOURNAL_STREAM": "8:12345"}) as daemon:
+        daemon.wait_value("chainwarden_endpoint_probe_success", 1.0, file=str(site.json), connection="erp")
+        site.bundle.write_bytes(site.root_only)
+        wait_complete(daemon, site, 0.0)
+        daemon.wait_for(lambda: any("missing_intermediate" in line for line in daemon.log_lines), "the change logged")
+    lines = [line for line in daemon.log_lines if line]
+    assert lines and all(line[0] == "<" and line[2] == ">" for line in lines), lines
+    change = next(line for line in lines if "missing_intermediate" in line)
+    assert change.startswith("<4>") and not change[3:7].isdigit()  # warning priority, no timestamp

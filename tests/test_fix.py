@@ -348,3 +348,28 @@ def test_unreachable_endpoint_is_explained(make_site, capsys):
     assert code == 2
     (item,) = out["files"][0]["unfixable"]
     assert item["connection"] == "erp" and "refused" in item["reason"]
+
+
+def test_newer_plan_supersedes_the_unsubmitted_one(make_site, capsys):
+    """When the needed bundle changes, the same resubmission JSON is replaced, never a second one added."""
+    site = make_site()
+    code, out = site.fix(capsys, "--write")
+    first = out["files"][0]
+    output = Path(first["output"])
+    # The CA renews its intermediate (same key, later expiry); AIA now serves the renewal.
+    renewed = pkigen.make_intermediate(
+        "Fix Issuing CA",
+        site.root,
+        key=site.inter.key,
+        not_after=site.inter.cert.not_valid_after_utc + dt.timedelta(days=400),
+    )
+    site.aia.set("/issuing.der", (renewed.der, "application/pkix-cert"))
+    for cached in (site.tmp / "state" / "aia-cache").glob("*"):
+        cached.unlink()  # the renewal is a new certificate at the same URL
+    code, out = site.fix(capsys, "--write")
+    second = out["files"][0]
+    assert code == 0 and second["written"] is True and second["output"] == str(output)
+    assert second["connections"]["erp"] != first["connections"]["erp"]
+    assert json.loads(output.read_text())["external_connections"]["erp"]["server_cert"] == second["connections"]["erp"]
+    assert len(list(site.outbox.glob("*.resubmit.json"))) == 1
+    assert len(list(site.outbox.glob("*.pem"))) == 2  # the older bundle stays: a file in use is never removed
