@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -43,14 +42,19 @@ class _Handler(FileSystemEventHandler):
 
 
 class Watcher:
-    """Keeps a watch on every wanted folder, and on its parent so a deleted folder is noticed when it returns."""
+    """Keeps a watch on every wanted folder, and on its parent so a deleted folder is noticed when it returns.
+
+    Threads: watchdog's dispatch thread only hands folder names to the sink. Scheduling and
+    unscheduling happen on the caller's (the daemon worker's) thread alone, in `set_folders` and
+    `health_check`: taking our lock inside watchdog's callback while holding it around
+    `observer.schedule` would deadlock against watchdog's own lock.
+    """
 
     def __init__(self, sink: ChangeSink, *, force_polling: bool = False, poll_interval: float = 2.0) -> None:
         self._sink = sink
-        self._handler = _Handler(self._on_change)
+        self._handler = _Handler(sink)
         self._force_polling = force_polling
         self._poll_interval = poll_interval
-        self._lock = threading.Lock()
         self._wanted: set[str] = set()
         self._watches: dict[str, ObservedWatch] = {}
         self._observer: BaseObserver | None = None
@@ -68,33 +72,36 @@ class Watcher:
             return PollingObserver(timeout=self._poll_interval)
         return Observer()
 
-    def set_folders(self, folders: Iterable[str]) -> None:
-        """Watch exactly these folders (and their parents); safe to call again with a new set."""
-        wanted = {os.path.abspath(f) for f in folders}
-        with self._lock:
-            self._wanted = wanted
-            targets = set()
-            for folder in wanted:
-                targets.add(folder)
-                parent = os.path.dirname(folder)
-                if parent and parent != folder:
-                    targets.add(parent)
-            for stale in set(self._watches) - targets:
-                self._unschedule(stale)
-            for target in sorted(targets):
-                self._ensure(target)
+    def set_folders(self, folders: Iterable[str]) -> set[str]:
+        """Watch exactly these folders (and their parents); returns the folders newly (re)armed."""
+        self._wanted = {os.path.abspath(f) for f in folders}
+        targets = set()
+        for folder in self._wanted:
+            targets.add(folder)
+            parent = os.path.dirname(folder)
+            if parent and parent != folder:
+                targets.add(parent)
+        # A watched folder that vanished lost its watch with it; drop it so it can be re-armed.
+        for stale in [f for f in self._watches if f not in targets or not os.path.isdir(f)]:
+            self._unschedule(stale)
+        armed = set()
+        for target in sorted(targets):
+            if self._ensure(target):
+                armed.add(target)
+        return armed
 
-    def _ensure(self, folder: str) -> None:
+    def _ensure(self, folder: str) -> bool:
         if folder in self._watches or not os.path.isdir(folder) or self._observer is None:
-            return
+            return False
         try:
             self._watches[folder] = self._observer.schedule(self._handler, folder, recursive=False)
         except OSError as exc:
             if self.mode == "inotify":
                 self._fall_back_to_polling(exc)
-                self._ensure(folder)
-            else:
-                log.warning("cannot watch %s: %s", folder, exc.strerror or exc)
+                return self._ensure(folder)
+            log.warning("cannot watch %s: %s", folder, exc.strerror or exc)
+            return False
+        return True
 
     def _unschedule(self, folder: str) -> None:
         watch = self._watches.pop(folder, None)
@@ -119,24 +126,11 @@ class Watcher:
             except Exception:  # noqa: BLE001 - a broken inotify observer may fail to stop
                 pass
 
-    def _on_change(self, folders: set[str]) -> None:
-        with self._lock:
-            # A watched folder that vanished loses its watch; one that came back needs a new one.
-            for folder in list(self._watches):
-                if not os.path.isdir(folder):
-                    self._unschedule(folder)
-            for folder in self._wanted:
-                if folder not in self._watches and os.path.isdir(folder):
-                    self._ensure(folder)
-                    folders.add(folder)
-                    parent = os.path.dirname(folder)
-                    if parent not in self._watches:
-                        self._ensure(parent)
-        self._sink(folders)
-
     def health_check(self) -> None:
-        """Re-arm watches for folders that came back while no event told us (called on a timer)."""
-        self._on_change(set())
+        """Re-arm folders that came back while no event told us; look inside any re-armed one."""
+        armed = self.set_folders(self._wanted)
+        if armed:
+            self._sink(armed)
 
     def stop(self) -> None:
         if self._observer is not None:
