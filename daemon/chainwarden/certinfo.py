@@ -7,6 +7,7 @@ import ipaddress
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar, cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -46,7 +47,6 @@ class CertInfo:
     """A parsed certificate plus the derived facts used by path building and reports."""
 
     cert: x509.Certificate
-    der: bytes
     sha256: str
     subject: str
     issuer: str
@@ -71,6 +71,10 @@ class CertInfo:
     self_issued: bool
     signature_hash: str | None = None  # signature_hash_name(cert), read once
     rsa_bits: int | None = None  # rsa_key_bits(cert), read once
+
+    @property
+    def der(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.DER)
 
     def __hash__(self) -> int:
         return hash(self.sha256)
@@ -112,19 +116,65 @@ _CACHE: dict[x509.Certificate, CertInfo] = {}
 _CACHE_LIMIT = 200_000
 
 
+_CANONICAL: dict[x509.Certificate, x509.Certificate] = {}
+_SHARED: dict[object, object] = {}
+_T = TypeVar("_T", str, bytes, frozenset[str], tuple[str, ...], tuple[tuple[str, str], ...])
+
+
+def _shared(value: _T) -> _T:
+    """One object for the equal values that the certificates of one issuer repeat (its name, key id, EKUs)."""
+    if len(_SHARED) >= _CACHE_LIMIT:
+        _SHARED.clear()
+    return cast(_T, _SHARED.setdefault(value, value))
+
+
+def canonical(cert: x509.Certificate) -> x509.Certificate:
+    """One object per distinct certificate: the same CA read from thousands of bundles and cached
+    chains is then kept once (a parsed certificate costs about 2 KiB)."""
+    found = _CANONICAL.get(cert)
+    if found is not None:
+        return found
+    if len(_CANONICAL) >= _CACHE_LIMIT:
+        _CANONICAL.clear()
+    _CANONICAL[cert] = cert
+    return cert
+
+
+# The same, by object identity, for the objects the facts hold (so their ids cannot be reused): most
+# lookups are of canonical() objects, and hashing a certificate's DER costs more than the rest.
+_BY_ID: dict[int, CertInfo] = {}
+
+
 def describe(cert: x509.Certificate) -> CertInfo:
     """Facts about `cert`, cached by its DER encoding (certificates repeat across bundles)."""
+    known = _BY_ID.get(id(cert))
+    if known is not None:
+        return known
     cached = _CACHE.get(cert)
     if cached is not None:
         return cached
     info = _build(cert, cert.public_bytes(serialization.Encoding.DER))
     if len(_CACHE) >= _CACHE_LIMIT:
         _CACHE.clear()
+        _BY_ID.clear()
     _CACHE[cert] = info
+    _BY_ID[id(cert)] = info  # info.cert is cert: alive as long as this entry
     return info
 
 
-def _build(cert: x509.Certificate, der: bytes) -> CertInfo:
+def _scratch_copy(cert: x509.Certificate, der: bytes) -> x509.Certificate:
+    """A second parse of `der` to read the facts from: cryptography keeps every name and extension
+    object it hands out alive with the certificate (about 6 KiB), and only the facts are kept here."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return x509.load_der_x509_certificate(der)
+    except ValueError:
+        return cert
+
+
+def _build(kept: x509.Certificate, der: bytes) -> CertInfo:
+    cert = _scratch_copy(kept, der)
     extension_error = None
     unknown_critical: list[str] = []
     try:
@@ -173,25 +223,25 @@ def _build(cert: x509.Certificate, der: bytes) -> CertInfo:
         )
     subject_name, issuer_name = cert.subject, cert.issuer  # each access builds a new Name
     subject_key = name_key(subject_name)
-    issuer_key = name_key(issuer_name)
+    issuer_key = _shared(name_key(issuer_name))
+    aki_id = aki.key_identifier if isinstance(aki, x509.AuthorityKeyIdentifier) else None
     return CertInfo(
-        cert=cert,
-        der=der,
+        cert=kept,
         sha256=hashlib.sha256(der).hexdigest(),
         subject=_display_name(subject_name),
-        issuer=_display_name(issuer_name),
+        issuer=_shared(_display_name(issuer_name)),
         subject_key=subject_key,
         issuer_key=issuer_key,
         ski=ski.digest if isinstance(ski, x509.SubjectKeyIdentifier) else None,
-        aki=aki.key_identifier if isinstance(aki, x509.AuthorityKeyIdentifier) else None,
-        aia_ca_issuers=ca_issuers,
+        aki=_shared(aki_id) if aki_id is not None else None,
+        aia_ca_issuers=_shared(ca_issuers),
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
         version=cert.version.value + 1,
         basic_ca=bc.ca if isinstance(bc, x509.BasicConstraints) else None,
         path_length=bc.path_length if isinstance(bc, x509.BasicConstraints) else None,
         key_cert_sign=ku.key_cert_sign if isinstance(ku, x509.KeyUsage) else None,
-        eku=frozenset(o.dotted_string for o in eku) if isinstance(eku, x509.ExtendedKeyUsage) else None,
+        eku=_shared(frozenset(o.dotted_string for o in eku)) if isinstance(eku, x509.ExtendedKeyUsage) else None,
         dns_names=dns,
         ip_addresses=ips,
         common_names=tuple(str(a.value) for a in subject_name.get_attributes_for_oid(NameOID.COMMON_NAME)),

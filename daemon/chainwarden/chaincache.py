@@ -11,6 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .atomicio import write_atomic
+from .certinfo import canonical
 
 log = logging.getLogger("chainwarden.state")
 
@@ -33,7 +34,7 @@ class ChainCache:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return tuple(x509.load_pem_x509_certificates(data))
+                return tuple(canonical(cert) for cert in x509.load_pem_x509_certificates(data))
         except ValueError:
             log.warning("ignoring unreadable cached chain %s", path)
             return ()

@@ -335,7 +335,8 @@ def _split_baseurl(url: str) -> tuple[str, int]:
     """Host and port of an https:// base URL; ValueError says what is wrong without echoing it."""
     if not url:
         raise ValueError("is empty; expected https://host[:port]")
-    if any(char.isspace() or not char.isprintable() for char in url):
+    # Every whitespace character but " " is also unprintable (Unicode "Other" or "Separator").
+    if " " in url or not url.isprintable():
         raise ValueError("contains whitespace or control characters")
     try:
         parts = urlsplit(url)

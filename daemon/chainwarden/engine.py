@@ -404,7 +404,23 @@ def _bundle_entry(cert: CertInfo) -> ChainEntry:
     return _chain_entry(cert, role, Source.BUNDLE)
 
 
+# Entries of CA certificates repeat across thousands of connections: one object each.
+_CA_ENTRIES: dict[tuple[str, Role, Source], ChainEntry] = {}
+
+
 def _chain_entry(cert: CertInfo, role: Role, source: Source) -> ChainEntry:
+    if role is Role.LEAF:
+        return _new_chain_entry(cert, role, source)
+    key = (cert.sha256, role, source)
+    entry = _CA_ENTRIES.get(key)
+    if entry is None:
+        if len(_CA_ENTRIES) >= 100_000:
+            _CA_ENTRIES.clear()
+        entry = _CA_ENTRIES[key] = _new_chain_entry(cert, role, source)
+    return entry
+
+
+def _new_chain_entry(cert: CertInfo, role: Role, source: Source) -> ChainEntry:
     return ChainEntry(
         role=role,
         subject=cert.subject,

@@ -5,19 +5,27 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import socket
 import ssl
 import threading
+import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import CollectorRegistry
 
 from .config import Config, ConfigError
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+# (encoder, content type) -> the bytes that encoder would make of the whole registry, in pieces
+Render = Callable[[Callable[..., bytes], str], list[bytes]]
+
+log = logging.getLogger("chainwarden.metrics")
 # Per connection, in its own thread: a peer that connects and stalls holds only its own thread.
 CLIENT_TIMEOUT_SECONDS = 10.0
 
@@ -94,10 +102,49 @@ def with_basic_auth(app: WSGIApp, users: dict[str, str]) -> WSGIApp:
     return guarded
 
 
+def fast_metrics_app(registry: CollectorRegistry, render: Render) -> WSGIApp:
+    """prometheus-client's WSGI app, with a plain GET of the whole registry answered by `render`.
+
+    Content negotiation and gzip are prometheus-client's own; OPTIONS, other methods and `name[]`
+    filters go to its app unchanged, and so does any request `render` fails on.
+    """
+    slow = make_wsgi_app(registry)
+    failed_once = False
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        nonlocal failed_once
+        if (
+            environ.get("REQUEST_METHOD") != "GET"
+            or environ.get("PATH_INFO") == "/favicon.ico"
+            or "name[]" in parse_qs(environ.get("QUERY_STRING", ""))
+        ):
+            answer: Iterable[bytes] = slow(environ, start_response)
+            return answer
+        encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT") or "")
+        try:
+            pieces = render(encoder, content_type)
+        except Exception:  # noqa: BLE001 - the full encoder still answers
+            if not failed_once:
+                failed_once = True
+                log.exception("fast /metrics rendering failed; serving the registry's own rendering")
+            fallback: Iterable[bytes] = slow(environ, start_response)
+            return fallback
+        headers = [("Content-Type", content_type)]
+        if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING") or ""):
+            compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing, as gzip.compress writes
+            pieces = [compressor.compress(piece) for piece in pieces] + [compressor.flush()]
+            headers.append(("Content-Encoding", "gzip"))
+        headers.append(("Content-Length", str(sum(len(piece) for piece in pieces))))
+        start_response("200 OK", headers)
+        return pieces
+
+    return app
+
+
 def serve_metrics(
-    config: Config, registry: CollectorRegistry, host: str, port: int
+    config: Config, registry: CollectorRegistry, host: str, port: int, render: Render | None = None
 ) -> tuple[WSGIServer, threading.Thread]:
-    app: WSGIApp = make_wsgi_app(registry)
+    app: WSGIApp = make_wsgi_app(registry) if render is None else fast_metrics_app(registry, render)
     if config.metrics_basic_auth_file:
         app = with_basic_auth(app, load_basic_auth(config.metrics_basic_auth_file))
 
