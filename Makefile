@@ -1,5 +1,5 @@
 # Entry points named in the README. Each one installs what it needs first.
-.PHONY: demo test lint bench
+.PHONY: demo test lint bench bench-quick
 
 demo:
 	@scripts/bootstrap.sh
@@ -17,3 +17,7 @@ lint:
 bench:
 	@scripts/bootstrap.sh
 	@.venv/bin/python -m bench
+
+bench-quick:
+	@scripts/bootstrap.sh
+	@.venv/bin/python -m bench --quick
