@@ -146,6 +146,12 @@ def test_atomic_replace_breaks_and_restores(site):
             severity="error",
         )
         assert complete(daemon, site, "crm") == 1.0  # the other connection is untouched
+        # Certificate expiry keeps being exported while the chain is broken (leaf and the bundle's root).
+        for role in ("leaf", "root"):
+            value = daemon.value(
+                "chainwarden_certificate_not_after_timestamp_seconds", file=str(site.json), connection="erp", role=role
+            )
+            assert value is not None and value > time.time(), role
         subprocess.run(["sed", "-i", "s/^$//", str(site.bundle)], check=True)  # a no-op sed -i rewrite
         site.bundle.write_bytes(site.good)  # in-place rewrite
         wait_complete(daemon, site, 1.0)
