@@ -209,3 +209,15 @@ def test_fetch_chain_accepts_a_baseurl(world, capsys):
     """A baseurl pasted from the connection JSON works as the target."""
     code, out, _ = run(capsys, "fetch-chain", f"https://{HOST}:{world['full'].port}/api/material")
     assert code == 0 and out.encode() == pkigen.pem_bundle(world["pki"].leaf, world["pki"].intermediate)
+
+
+def test_connection_filter_on_an_invalid_connection_explains_it(world, tmp_path, capsys):
+    """--connection naming a connection that exists but is invalid shows why (exit 2), not 'no such connection'."""
+    doc = json.loads(world["json"].read_text())
+    entry = doc["external_connections"]["full_ok"]
+    entry["server_certs"] = entry.pop("server_cert")
+    source = tmp_path / "typo.json"
+    source.write_text(json.dumps(doc))
+    code, out, err = run(capsys, "check", str(source), "--connection", "full_ok", "--offline")
+    assert code == 2 and "no connection named" not in err
+    assert 'found "server_certs": a typo?' in out

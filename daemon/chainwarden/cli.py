@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -104,7 +105,7 @@ def parse_moment(text: str) -> datetime:
 
 
 def _cmd_check(args: argparse.Namespace, config: Config) -> int:
-    from .checker import evaluate_pass, presented_chains, read_inputs, selected
+    from .checker import evaluate_pass, file_result, presented_chains, read_inputs, selected
     from .render import results_json, results_text
     from .report import overall_exit_code
 
@@ -122,7 +123,15 @@ def _cmd_check(args: argparse.Namespace, config: Config) -> int:
         inputs = read_inputs(args.files, now=now)
         connections = selected(inputs, args.connection)
         if args.connection and not connections:
-            raise UsageError(f"no connection named {args.connection!r} in {', '.join(args.files)}")
+            broken = [
+                file_result(cf)
+                for cf in inputs.files
+                if any(f"connection {json.dumps(args.connection)}" in p.message for p in cf.problems)
+            ]
+            if not broken:
+                raise UsageError(f"no connection named {args.connection!r} in {', '.join(args.files)}")
+            print(results_json(broken) if args.format == "json" else results_text(broken), end="")
+            return overall_exit_code(broken)
         presented = presented_chains(connections, config, offline=args.offline)
         if at_apply:
             for connection_file in inputs.files:

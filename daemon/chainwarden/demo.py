@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ndemo: check exited {code} (0 ok, 1 warnings only, 2 errors, 3 could not run).")
         print("      Every problem above is named by a stable code; `--format json` gives the same for tools.")
         if not args.no_daemon:
-            return run_daemon_demo(site)
+            return run_daemon_demo(site, kept=bool(args.dir))
     return 0
 
 
@@ -264,7 +264,7 @@ def _wait(predicate: Callable[[], bool], seconds: float) -> bool:
     return False
 
 
-def run_daemon_demo(site: DemoSite) -> int:
+def run_daemon_demo(site: DemoSite, *, kept: bool = False) -> int:
     """Run `chainwarden run` on the example, show its metrics, break a bundle, watch it notice, stop."""
     import tomllib
 
@@ -311,6 +311,10 @@ def run_daemon_demo(site: DemoSite) -> int:
             took = time.monotonic() - started
             print(f'demo: chainwarden_chain_complete{{connection="material_api"}} went 1 -> 0 in {took:.2f} s;')
             print("      the ChainwardenChainIncomplete rule in monitoring/alerts.yml would page now.")
+            temp.write_bytes(pem)
+            os.replace(temp, bundle)  # put it back, so the kept example is as described
+            if _wait(lambda: _complete(_scrape(port)).get("material_api") == 1.0, 10):
+                print("demo: restored the bundle: back to 1, and the alert resolves.")
     finally:
         daemon.send_signal(signal.SIGTERM)
         try:
@@ -320,13 +324,18 @@ def run_daemon_demo(site: DemoSite) -> int:
             _, err = daemon.communicate()
         changes = [line for line in (err or "").splitlines() if "material_api" in line and "->" in line]
         if changes:
-            print("\ndemo: the daemon logs one line per change of a connection's state, e.g.:")
-            print(f"      {changes[-1]}")
-        print(f"\ndemo: daemon stopped (exit {daemon.returncode}). To try the commands yourself, keep the example:")
-        print("      .venv/bin/python -m chainwarden.demo --dir demo-output")
+            print("\ndemo: the daemon logs one line per change of a connection's state:")
+            for line in changes[-2:]:
+                print(f"      {line}")
+        shown = os.path.relpath(site.directory) if kept else "demo-output"
+        print(f"\ndemo: daemon stopped (exit {daemon.returncode}).", end=" ")
+        if not kept:
+            print("To try the commands yourself, keep the example:")
+            print("      .venv/bin/python -m chainwarden.demo --dir demo-output")
+        else:
+            print("The example is kept; try:")
         print(
-            "      .venv/bin/chainwarden fix demo-output/prodConnections.json --offline"
-            " --config demo-output/chainwarden.toml"
+            f"      .venv/bin/chainwarden fix {shown}/prodConnections.json --offline --config {shown}/chainwarden.toml"
         )
         print("      (--offline: the demo's endpoints are gone by then; fix uses the chains the daemon cached)")
     return 0 if noticed and daemon.returncode == 0 else 1

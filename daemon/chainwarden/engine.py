@@ -125,7 +125,12 @@ def evaluate(
         bundle_certificates=tuple(_bundle_entry(c) for c in everything),
         # OpenSSL and the JVM reject a whole file over most format errors: never call it complete.
         complete=diagnosis.complete and bundle.readable and not _consumer_rejects(bundle),
-        endpoint_verified=leaf is not None and leaf_source is Source.ENDPOINT,
+        # Verified only against a live probe or a presented chain the operator supplied, not a cache.
+        endpoint_verified=leaf is not None
+        and leaf_source is Source.ENDPOINT
+        and presented is not None
+        and presented.origin in ("probe", "file")
+        and presented.probe_error is None,
         probe_ok=_probe_ok(presented),
         notes=tuple(notes),
     )
@@ -148,7 +153,10 @@ def _probe_ok(presented: Presented | None) -> bool | None:
 
 
 def _consumer_rejects(bundle: BundleReading) -> bool:
-    return any(p.code is Code.FORMAT_NONSTANDARD and p.severity is Severity.ERROR for p in bundle.problems)
+    return any(
+        (p.code is Code.FORMAT_NONSTANDARD and p.severity is Severity.ERROR) or p.code is Code.PRIVATE_KEY_IN_BUNDLE
+        for p in bundle.problems
+    )
 
 
 def finish_shared_bundles(evaluations: Sequence[Evaluation]) -> list[Result]:

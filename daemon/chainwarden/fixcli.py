@@ -108,8 +108,14 @@ def run_fix(args: argparse.Namespace, config: Config) -> int:
 def _unfixable(plan: FilePlan, results: list[Result]) -> list[dict[str, str]]:
     """Broken connections no new bundle can mend, with the error that says why."""
     handled = set(plan.server_certs) | {c.connection for c in plan.failures}
-    out = []
+    out: list[dict[str, str]] = []
     for result in results:
+        if result.file == plan.source and result.connection is None:
+            # The connection file's own errors (a broken connection is not in the plan at all).
+            out.extend(
+                {"connection": "(file)", "reason": p.message} for p in result.problems if p.severity.value == "error"
+            )
+            continue
         if result.file != plan.source or result.connection is None or result.connection in handled:
             continue
         if result.verdict.value != "error" or needs_fix(result):
