@@ -6,7 +6,6 @@ import datetime as dt
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from chainwarden import pkigen
@@ -248,20 +247,14 @@ def test_only_expired_copy_while_endpoint_presents_renewal():
 def test_name_constraints_enforced():
     """An intermediate permitted only .corp.test cannot vouch for erp.example.test."""
     root = pkigen.make_root("NCx Root")
-    key = pkigen.new_key("ec")
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(pkigen.name("NCx Issuing"))
-        .issuer_name(root.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=10))
-        .not_valid_after(NOW + dt.timedelta(days=100))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
-        .add_extension(x509.NameConstraints([x509.DNSName("corp.test")], None), True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+    inter = pkigen.custom_cert(
+        pkigen.name("NCx Issuing"),
+        root,
+        [
+            (x509.BasicConstraints(ca=True, path_length=0), True),
+            (x509.NameConstraints([x509.DNSName("corp.test")], None), True),
+        ],
     )
-    inter = pkigen.Issued(builder.sign(root.key, hashes.SHA256()), key)
     bad = pkigen.make_leaf([HOST], inter)
     good = pkigen.make_leaf(["api.corp.test"], inter)
     assert Code.PATH_INVALID in codes(run(bad, [inter, root]))
@@ -272,39 +265,18 @@ def test_missing_aki_and_critical_san_are_not_errors():
     """CA/B Forum profile details (no AKI, critical SAN) do not fail a path, as with the JVM."""
     root = pkigen.make_root("Lenient Root")
     inter = pkigen.make_intermediate("Lenient Issuing", root)
-    key = pkigen.new_key("ec")
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([]))
-        .issuer_name(inter.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=90))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=True)
-        .sign(inter.key, hashes.SHA256())
-    )
-    d = run(pkigen.Issued(cert, key), [inter, root])
+    leaf = pkigen.custom_cert(x509.Name([]), inter, [(x509.SubjectAlternativeName([x509.DNSName(HOST)]), True)])
+    d = run(leaf, [inter, root])
     assert d.valid, d.problems
 
 
 def test_unknown_critical_extension_on_intermediate_fails():
     """An unrecognised critical extension on an intermediate is path_invalid."""
     root = pkigen.make_root("Crit Root")
-    key = pkigen.new_key("ec")
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(pkigen.name("Crit Issuing"))
-        .issuer_name(root.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=90))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00"), True)
-        .sign(root.key, hashes.SHA256())
+    unknown = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00")
+    inter = pkigen.custom_cert(
+        pkigen.name("Crit Issuing"), root, [(x509.BasicConstraints(ca=True, path_length=None), True), (unknown, True)]
     )
-    inter = pkigen.Issued(cert, key)
     leaf = pkigen.make_leaf([HOST], inter)
     assert Code.PATH_INVALID in codes(run(leaf, [inter, root]))
 
@@ -313,18 +285,8 @@ def test_cn_fallback_only_without_san():
     """Without any SAN the subject CN is used for the host name, as the JVM does."""
     root = pkigen.make_root("CN Root")
     inter = pkigen.make_intermediate("CN Issuing", root)
-    key = pkigen.new_key("ec")
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)]))
-        .issuer_name(inter.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=90))
-        .sign(inter.key, hashes.SHA256())
-    )
-    assert run(pkigen.Issued(cert, key), [inter, root]).valid
+    leaf = pkigen.custom_cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)]), inter)
+    assert run(leaf, [inter, root]).valid
 
 
 @pytest.mark.parametrize("kind", ["rsa", "ec"])

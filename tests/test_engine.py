@@ -150,20 +150,10 @@ def test_cached_chain_without_probe_reports_no_probe_result(pki):
 
 def test_self_signed_endpoint(pki):
     """A self-signed endpoint certificate is trusted only when the bundle holds exactly it."""
-    key = pkigen.new_key("ec")
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, HOST)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=300))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), False)
-        .sign(key, hashes.SHA256())
+    selfsigned = pkigen.custom_cert(
+        name, None, [(x509.SubjectAlternativeName([x509.DNSName(HOST)]), False)], not_after=NOW + dt.timedelta(days=300)
     )
-    selfsigned = pkigen.Issued(cert, key)
     assert run(selfsigned.pem, probe(selfsigned)).result.complete
     missing = run(pki.root.pem, probe(selfsigned)).result
     assert not missing.complete and Code.MISSING_ROOT in codes(missing)
@@ -172,22 +162,16 @@ def test_self_signed_endpoint(pki):
 def test_weak_signature_algorithm():
     """An intermediate signed with SHA-1 is a weak_algorithm warning; the path still validates."""
     root = pkigen.make_root("SHA1 Root")
-    key = pkigen.new_key("rsa")
-    inter_cert = (
-        x509.CertificateBuilder()
-        .subject_name(pkigen.name("SHA1 Issuing"))
-        .issuer_name(root.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=300))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
-    )
     try:
-        inter_cert = inter_cert.sign(root.key, hashes.SHA1())
+        inter = pkigen.custom_cert(
+            pkigen.name("SHA1 Issuing"),
+            root,
+            [(x509.BasicConstraints(ca=True, path_length=0), True)],
+            kind="rsa",
+            hash_alg=hashes.SHA1(),
+        )
     except UnsupportedAlgorithm:
         pytest.skip("this OpenSSL build refuses to create SHA-1 signatures")
-    inter = pkigen.Issued(inter_cert, key)
     leaf = pkigen.make_leaf([HOST], inter)
     result = run(pkigen.pem_bundle(inter, root), probe(leaf)).result
     weak = [p for p in result.problems if p.code is Code.WEAK_ALGORITHM]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -240,6 +241,28 @@ def make_leaf(
     builder = _aki(builder, issuer.key)
     builder = _aia(builder, aia_url)
     return Issued(builder.sign(issuer.key, _sign_alg(issuer.key)), key)
+
+
+def custom_cert(
+    subject: x509.Name,
+    issuer: Issued | None,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
+    *,
+    kind: KeyKind = "ec",
+    not_before: dt.datetime = EPOCH - DAY,
+    not_after: dt.datetime = EPOCH + 90 * DAY,
+    hash_alg: hashes.SHA1 | hashes.SHA256 | hashes.SHA384 | None = None,
+) -> Issued:
+    """A certificate built exactly as told (`issuer` None: self-signed), with no extension added
+    implicitly: for tests of unusual shapes (missing AKI, critical SAN, name constraints...)."""
+    key = new_key(kind)
+    signer_key = issuer.key if issuer else key
+    builder = _builder(
+        subject, issuer.cert.subject if issuer else subject, key.public_key(), not_before, not_after, None
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical)
+    return Issued(builder.sign(signer_key, hash_alg or hashes.SHA256()), key)  # type: ignore[arg-type]
 
 
 def pem_bundle(*items: Issued | x509.Certificate) -> bytes:
