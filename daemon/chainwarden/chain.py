@@ -189,15 +189,15 @@ def diagnose(
     problems = _missing_links(dead_end, inputs.store_name)
     problems.append(_unknown_issuer(dead_end[-1].cert, is_leaf=len(dead_end) == 1 and leaf_is_endpoint))
     problems.extend(_signature_explanations(extended_search, dead_end))
-    problems.extend(problems_of_partial(dead_end, now, hostname, leaf_is_endpoint))
+    problems.extend(_partial_path_problems(dead_end, now, hostname, leaf_is_endpoint))
     problems.extend(expiring_soon([link.cert for link in dead_end], now, warn_days, has_leaf=leaf_is_endpoint))
     return Diagnosis(dead_end, tuple(problems), False, False, frozenset(related), tuple(notes))
 
 
-def problems_of_partial(path: Path, now: datetime, hostname: str | None, leaf_is_endpoint: bool) -> list[Problem]:
-    """Validity problems of a path that does not reach a root (its top is not an anchor)."""
+def _partial_path_problems(path: Path, now: datetime, hostname: str | None, leaf_is_endpoint: bool) -> list[Problem]:
+    """Validity problems of the certificates we have on a path that does not reach a root."""
     certs = [link.cert for link in path]
-    # Evaluate as if a virtual anchor sat above the top, so the top is checked as an issuer would be.
+    # The top's issuer is unknown, so the top is checked the way a path's last certificate is.
     found = validity_problems(certs, now, hostname=hostname, leaf_is_endpoint=leaf_is_endpoint)
     return [p for p in found if p.code is not Code.PATH_INVALID or len(certs) > 1]
 

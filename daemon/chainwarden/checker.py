@@ -16,7 +16,7 @@ from .config import Config
 from .connections import Connection, ConnectionFile, read_connection_file
 from .engine import Evaluation, Presented, Target, evaluate, finish_shared_bundles
 from .probe import ProbeResult, probe_many
-from .report import Code, Problem, Result, Severity
+from .report import Result
 from .roots import RootStore, load_root_store
 
 ProbeKey = tuple[str, int, str | None]
@@ -157,7 +157,3 @@ def file_result(connection_file: ConnectionFile) -> Result:
         bundle=None,
         problems=connection_file.problems,
     )
-
-
-def usage_problem(message: str) -> Problem:
-    return Problem(Code.CONNECTION_INVALID, Severity.ERROR, message)

@@ -29,7 +29,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from .bundle import BundleReading, read_bundle_file
 from .chaincache import ChainCache
-from .checker import PassInputs, evaluate_pass, presented_from_probe
+from .checker import PassInputs, evaluate_pass, file_result, presented_from_probe
 from .config import Config, ConfigError, load_config
 from .connections import ConnectionFile, read_connection_file
 from .engine import Presented
@@ -442,9 +442,11 @@ class Daemon:
             self._on_folders(armed)
 
     def _retry_later(self, folder: str) -> None:
-        timer = threading.Timer(
-            TRUNCATION_RETRY_SECONDS, lambda: self.commands.put(Command("folders", frozenset({folder})))
-        )
+        self._enqueue_later(TRUNCATION_RETRY_SECONDS, Command("folders", frozenset({folder})))
+
+    def _enqueue_later(self, delay: float, command: Command) -> None:
+        """Queue `command` for the worker after `delay` seconds (timers are cancelled on stop)."""
+        timer = threading.Timer(delay, lambda: self.commands.put(command))
         timer.daemon = True
         self._timers = [t for t in self._timers if t.is_alive()] + [timer]
         timer.start()
@@ -566,7 +568,7 @@ class Daemon:
             current = self.metrics.connection_states()
             merged = {k: v for k, v in current.items() if k in endpoints}
             merged.update(states)
-            files = {cf.path: _file_result(cf) for cf in self.inventory.files.values() if cf.problems}
+            files = {cf.path: file_result(cf) for cf in self.inventory.files.values() if cf.problems}
             self.metrics.replace_connections(merged, files)
             self._forget_removed(set(merged))
 
@@ -579,7 +581,7 @@ class Daemon:
             self.metrics.count_source_error("outbox")
             return results
         if self.regenerator.needs_retry:
-            self._retry_full_later(self.config.regenerate_retry_interval)
+            self._enqueue_later(self.config.regenerate_retry_interval, Command("full"))
         if not extra:
             return results
         return [
@@ -588,12 +590,6 @@ class Daemon:
             else r
             for r in results
         ]
-
-    def _retry_full_later(self, delay: float) -> None:
-        timer = threading.Timer(delay, lambda: self.commands.put(Command("full")))
-        timer.daemon = True
-        self._timers = [t for t in self._timers if t.is_alive()] + [timer]
-        timer.start()
 
     def _forget_removed(self, keys: set[tuple[str, str]]) -> None:
         for key in set(self.previous_status) - keys:
@@ -667,12 +663,6 @@ class Daemon:
         states = self.metrics.connection_states()
         bad = sum(1 for s in states.values() if s.result.verdict.value == "error")
         return f"{len(states)} connections, {bad} with errors"
-
-
-def _file_result(cf: ConnectionFile) -> Result:
-    from .checker import file_result
-
-    return file_result(cf)
 
 
 def config_warnings(config: Config) -> list[str]:
