@@ -17,7 +17,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.utils import CryptographyDeprecationWarning
 
-from .certinfo import canonical
+from .certinfo import canonical, parsed_once
 from .report import Code, Problem, Severity
 
 MAX_BUNDLE_BYTES = 8 * 1024 * 1024
@@ -218,6 +218,10 @@ class _Account:
         cert, error = _load_certificate(der)
         readable = cert is not None and _consumer_ok(issues)
         self._add(Block(self._next(), "certificate", label, line, cert, error, readable), issues)
+
+    def add_parsed(self, cert: x509.Certificate, label: str | None, line: int | None) -> None:
+        """A certificate block already parsed, in a clean layout (no issues)."""
+        self._add(Block(self._next(), "certificate", label, line, cert, None, True), ())
 
     def add_pkcs7(self, der: bytes, label: str | None, line: int | None, issues: Sequence[_Issue]) -> None:
         certs, error = _load_pkcs7(der)
@@ -717,18 +721,24 @@ def _read_clean_pem(data: bytes, path: str) -> BundleReading | None:
     account = _Account(path)
     line = 1
     for match in _CLEAN_BLOCK.finditer(data):
-        compact = match[1].replace(b"\n", b"")
-        if not _PADDED_BASE64.fullmatch(compact):
-            return None
         try:
-            der = base64.b64decode(compact, validate=True)
-        except binascii.Error:
-            return None
-        account.add_certificate(der, "CERTIFICATE", line, ())
-        if account.blocks[-1].cert is None:
-            return None  # an unreadable certificate: _read_pem words the problem
+            cert = parsed_once(match[1], _parse_clean_body)
+        except ValueError:
+            return None  # not base64, or an unreadable certificate: _read_pem words the problem
+        account.add_parsed(cert, "CERTIFICATE", line)
         line += match[0].count(b"\n")
     return account.finish("pem")
+
+
+def _parse_clean_body(body: bytes) -> x509.Certificate:
+    """The certificate of a clean PEM body (base64 lines); ValueError for anything _read_pem must word."""
+    compact = body.replace(b"\n", b"")
+    if not _PADDED_BASE64.fullmatch(compact):
+        raise ValueError("not padded base64")
+    der = base64.b64decode(compact, validate=True)  # binascii.Error is a ValueError
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        return x509.load_der_x509_certificate(der)
 
 
 def _read_pem(data: bytes, path: str) -> BundleReading:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar, cast
@@ -13,7 +15,10 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
-from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID, NameOID
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID, NameOID, PublicKeyAlgorithmOID
+
+from .der import certificate_names
 
 # Extensions a PKIX validator (the JVM's included) understands; any other critical one fails a path.
 KNOWN_EXTENSIONS = frozenset(
@@ -140,6 +145,24 @@ def canonical(cert: x509.Certificate) -> x509.Certificate:
     return cert
 
 
+# Parsed certificates by the digest of the exact text they were read from (a PEM body, say): the same
+# CA in thousands of bundles and cached chains is then decoded and parsed once, not once per file.
+_BY_BLOCK: dict[bytes, x509.Certificate] = {}
+
+
+def parsed_once(block: bytes, parse: Callable[[bytes], x509.Certificate]) -> x509.Certificate:
+    """canonical(parse(block)), parsing each distinct `block` once; errors of `parse` propagate uncached."""
+    key = hashlib.sha256(block).digest()
+    found = _BY_BLOCK.get(key)
+    if found is not None:
+        return found
+    cert = canonical(parse(block))
+    if len(_BY_BLOCK) >= _CACHE_LIMIT:
+        _BY_BLOCK.clear()
+    _BY_BLOCK[key] = cert
+    return cert
+
+
 # The same, by object identity, for the objects the facts hold (so their ids cannot be reused): most
 # lookups are of canonical() objects, and hashing a certificate's DER costs more than the rest.
 _BY_ID: dict[int, CertInfo] = {}
@@ -221,17 +244,23 @@ def _build(kept: x509.Certificate, der: bytes) -> CertInfo:
             if d.access_method == AuthorityInformationAccessOID.CA_ISSUERS
             and isinstance(d.access_location, x509.UniformResourceIdentifier)
         )
-    subject_name, issuer_name = cert.subject, cert.issuer  # each access builds a new Name
-    subject_key = name_key(subject_name)
-    issuer_key = _shared(name_key(issuer_name))
+    raw_issuer: bytes | None
+    raw_subject: bytes | None
+    try:
+        raw_issuer, raw_subject = certificate_names(der)
+    except ValueError:
+        raw_issuer = raw_subject = None
+    issuer = _name_facts(raw_issuer, lambda: cert.issuer, keep=True)
+    is_ca = isinstance(bc, x509.BasicConstraints) and bc.ca
+    subject = issuer if raw_subject == raw_issuer else _name_facts(raw_subject, lambda: cert.subject, keep=is_ca)
     aki_id = aki.key_identifier if isinstance(aki, x509.AuthorityKeyIdentifier) else None
     return CertInfo(
         cert=kept,
         sha256=hashlib.sha256(der).hexdigest(),
-        subject=_display_name(subject_name),
-        issuer=_shared(_display_name(issuer_name)),
-        subject_key=subject_key,
-        issuer_key=issuer_key,
+        subject=subject.display,
+        issuer=issuer.display,
+        subject_key=subject.key,
+        issuer_key=issuer.key,
         ski=ski.digest if isinstance(ski, x509.SubjectKeyIdentifier) else None,
         aki=_shared(aki_id) if aki_id is not None else None,
         aia_ca_issuers=_shared(ca_issuers),
@@ -244,14 +273,45 @@ def _build(kept: x509.Certificate, der: bytes) -> CertInfo:
         eku=_shared(frozenset(o.dotted_string for o in eku)) if isinstance(eku, x509.ExtendedKeyUsage) else None,
         dns_names=dns,
         ip_addresses=ips,
-        common_names=tuple(str(a.value) for a in subject_name.get_attributes_for_oid(NameOID.COMMON_NAME)),
+        common_names=subject.common_names,
         name_constraints=nc if isinstance(nc, x509.NameConstraints) else None,
         unknown_critical=tuple(unknown_critical),
         extension_error=extension_error,
-        self_issued=subject_key == issuer_key,
+        self_issued=subject.key == issuer.key,
         signature_hash=signature_hash_name(cert),
         rsa_bits=rsa_key_bits(cert),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _NameFacts:
+    display: str
+    key: tuple[tuple[str, str], ...]
+    common_names: tuple[str, ...]
+
+
+# Name facts by the Name's DER as encoded: a CA's name recurs as the issuer of every certificate it
+# signed, and building cryptography's Name objects for it costs more than the rest of the facts.
+_NAMES: dict[bytes, _NameFacts] = {}
+
+
+def _name_facts(raw: bytes | None, read: Callable[[], x509.Name], *, keep: bool) -> _NameFacts:
+    """Facts of the Name encoded as `raw` (read with `read` on a miss); kept for the names that recur."""
+    if raw is not None:
+        known = _NAMES.get(raw)
+        if known is not None:
+            return known
+    name = read()
+    display, key = _display_name(name), name_key(name)
+    common_names = tuple(str(a.value) for a in name.get_attributes_for_oid(NameOID.COMMON_NAME))
+    if not keep:
+        return _NameFacts(display, key, common_names)
+    facts = _NameFacts(_shared(display), _shared(key), common_names)
+    if raw is not None:
+        if len(_NAMES) >= _CACHE_LIMIT:
+            _NAMES.clear()
+        _NAMES[raw] = facts
+    return facts
 
 
 def _display_name(name: x509.Name) -> str:
@@ -269,18 +329,37 @@ def signature_error(child: CertInfo, issuer: CertInfo) -> str | None:
     key = (child.sha256, issuer.sha256)
     if key in _SIG_CACHE:
         return _SIG_CACHE[key]
-    result = _check_signature(child.cert, issuer.cert)
+    result = _check_signature(child.cert, issuer)
     if len(_SIG_CACHE) >= _CACHE_LIMIT:
         _SIG_CACHE.clear()
     _SIG_CACHE[key] = result
     return result
 
 
-def _check_signature(child: x509.Certificate, issuer: x509.Certificate) -> str | None:
+# An issuer's public key, loaded once: a CA's key checks the signature of every certificate it issued.
+_PUBLIC_KEYS: dict[str, PublicKeyTypes | Exception] = {}
+
+
+def _public_key(issuer: CertInfo) -> PublicKeyTypes:
+    found = _PUBLIC_KEYS.get(issuer.sha256)
+    if found is None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                found = issuer.cert.public_key()
+        except (UnsupportedAlgorithm, ValueError, TypeError) as exc:
+            found = exc
+        if len(_PUBLIC_KEYS) >= _CACHE_LIMIT:
+            _PUBLIC_KEYS.clear()
+        _PUBLIC_KEYS[issuer.sha256] = found
+    if isinstance(found, Exception):
+        raise found
+    return found
+
+
+def _check_signature(child: x509.Certificate, issuer: CertInfo) -> str | None:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            public_key = issuer.public_key()
+        public_key = _public_key(issuer)
         sig = child.signature
         data = child.tbs_certificate_bytes
         if isinstance(public_key, rsa.RSAPublicKey):
@@ -319,6 +398,8 @@ def signature_hash_name(cert: x509.Certificate) -> str | None:
 
 
 def rsa_key_bits(cert: x509.Certificate) -> int | None:
+    if cert.public_key_algorithm_oid == PublicKeyAlgorithmOID.EC_PUBLIC_KEY:
+        return None  # the common case of not RSA, without loading the key
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -328,7 +409,12 @@ def rsa_key_bits(cert: x509.Certificate) -> int | None:
     return key.key_size if isinstance(key, rsa.RSAPublicKey) else None
 
 
+_NOT_IP = re.compile(r"[^0-9a-fA-F:.]")  # a character no IP literal holds outside an IPv6 zone (%eth0)
+
+
 def is_ip_literal(host: str) -> bool:
+    if "%" not in host and _NOT_IP.search(host):
+        return False
     try:
         ipaddress.ip_address(host)
     except ValueError:

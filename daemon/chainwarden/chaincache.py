@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -11,9 +12,25 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .atomicio import write_atomic
-from .certinfo import canonical
+from .certinfo import canonical, parsed_once
 
 log = logging.getLogger("chainwarden.state")
+
+
+_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+-----END CERTIFICATE-----\n")
+_AS_STORED = re.compile(rb"(?:-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+-----END CERTIFICATE-----\n)+")
+
+
+def _load_pem(block: bytes) -> x509.Certificate:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return x509.load_pem_x509_certificate(block)
+
+
+def _load_pems(data: bytes) -> list[x509.Certificate]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return x509.load_pem_x509_certificates(data)
 
 
 class ChainCache:
@@ -32,9 +49,10 @@ class ChainCache:
         except OSError:
             return ()
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return tuple(canonical(cert) for cert in x509.load_pem_x509_certificates(data))
+            if _AS_STORED.fullmatch(data):
+                # The layout store() writes: each block parsed once per process (CAs recur in every file).
+                return tuple(parsed_once(block[0], _load_pem) for block in _BLOCK.finditer(data))
+            return tuple(canonical(cert) for cert in _load_pems(data))
         except ValueError:
             log.warning("ignoring unreadable cached chain %s", path)
             return ()
