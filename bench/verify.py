@@ -35,7 +35,7 @@ def product(directory: Path, warm: bool) -> dict[str, Any]:
     import logging
 
     from chainwarden.config import Config
-    from chainwarden.service import Daemon
+    from chainwarden.service import Daemon, prepare_process
 
     logging.disable(logging.CRITICAL)  # the product logs one line per connection state; not measured here
     config = Config(
@@ -44,6 +44,7 @@ def product(directory: Path, warm: bool) -> dict[str, Any]:
         state_dir=str(directory / "state"),
     )
     daemon = Daemon(config)
+    prepare_process()  # as `chainwarden run` does before its first pass
     started, cpu = time.perf_counter(), time.process_time()
     results = daemon.full_pass(probe=False)
     seconds = time.perf_counter() - started

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.utils import CryptographyDeprecationWarning
 
 from .certinfo import canonical, parsed_once
-from .report import Code, Problem, Severity
+from .report import Code, Problem, Severity, reduce_to_constructor
 
 MAX_BUNDLE_BYTES = 8 * 1024 * 1024
 
@@ -78,6 +78,8 @@ class Block:
     error: str | None
     consumer_readable: bool
 
+    __reduce__ = reduce_to_constructor
+
 
 @dataclass(frozen=True, slots=True)
 class BundleReading:
@@ -91,6 +93,8 @@ class BundleReading:
     _certificates: dict[bool, tuple[x509.Certificate, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+
+    __reduce__ = reduce_to_constructor
 
     def certificates(self, *, consumer_only: bool = False) -> tuple[x509.Certificate, ...]:
         """Parsed certificates in file order, duplicates (same DER) removed, first one kept."""

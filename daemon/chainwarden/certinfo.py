@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copyreg
 import hashlib
 import ipaddress
 import re
@@ -161,6 +162,18 @@ def parsed_once(block: bytes, parse: Callable[[bytes], x509.Certificate]) -> x50
         _BY_BLOCK.clear()
     _BY_BLOCK[key] = cert
     return cert
+
+
+def _certificate_from_der(der: bytes) -> x509.Certificate:
+    return parsed_once(der, x509.load_der_x509_certificate)
+
+
+def _reduce_certificate(cert: x509.Certificate) -> tuple[Callable[[bytes], x509.Certificate], tuple[bytes]]:
+    return _certificate_from_der, (cert.public_bytes(serialization.Encoding.DER),)
+
+
+# Certificates travel (from worker processes) as their DER, and arrive as the canonical object.
+copyreg.pickle(x509.Certificate, _reduce_certificate)
 
 
 # The same, by object identity, for the objects the facts hold (so their ids cannot be reused): most

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -15,6 +16,7 @@ from .chaincache import ChainCache
 from .config import Config
 from .connections import Connection, ConnectionFile, read_connection_file
 from .engine import Evaluation, Presented, Target, evaluate, finish_shared_bundles
+from .parallel import map_chunks, worker_count
 from .probe import ProbeResult, probe_many
 from .report import Result
 from .roots import RootStore, load_root_store
@@ -31,15 +33,48 @@ class PassInputs:
     bundles: dict[str, BundleReading] = field(default_factory=dict)
 
 
+class LazyBundles(dict[str, BundleReading]):
+    """Bundle readings by path, each read when first needed, by whichever process evaluates it.
+
+    A worker process sends back `export(path)` for each bundle it read; the parent passes that to
+    `adopt`. By default a record is (path, reading).
+    """
+
+    def __init__(
+        self,
+        read: Callable[[str], BundleReading],
+        *,
+        export: Callable[[str], Any] | None = None,
+        adopt: Callable[[Any], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self._read = read
+        self._export = export or (lambda path: (path, self[path]))
+        self._adopt = adopt or (lambda record: self.setdefault(record[0], record[1]))
+        self._fresh: list[str] = []
+
+    def __missing__(self, path: str) -> BundleReading:
+        reading = self._read(path)
+        self[path] = reading
+        self._fresh.append(path)
+        return reading
+
+    def take_fresh(self) -> tuple[Any, ...]:
+        """Records of the bundles read since the last call."""
+        records = tuple(self._export(path) for path in self._fresh)
+        self._fresh.clear()
+        return records
+
+    def adopt(self, records: Iterable[Any]) -> None:
+        for record in records:
+            self._adopt(record)
+
+
 def read_inputs(paths: Iterable[str], *, now: datetime | None = None) -> PassInputs:
-    inputs = PassInputs()
+    """Every connection file now; each bundle when the evaluation first needs it."""
+    inputs = PassInputs(bundles=LazyBundles(read_bundle_file))
     for path in paths:
-        connection_file = read_connection_file(path, now=now)
-        inputs.files.append(connection_file)
-        for conn in connection_file.connections:
-            for bundle_path in (conn.server_cert_path, conn.client_cert_path):
-                if bundle_path and bundle_path not in inputs.bundles:
-                    inputs.bundles[bundle_path] = read_bundle_file(bundle_path)
+        inputs.files.append(read_connection_file(path, now=now))
     return inputs
 
 
@@ -65,6 +100,35 @@ def probe_connections(
                 presented = Presented(cached, "cache", presented.probe_error)
         out[key] = presented
     return out
+
+
+class ChainLookup(Mapping[Any, Presented]):
+    """Known chains by endpoint, completed on demand from the chain cache.
+
+    Keys are (host, port) or (host, port, sni); only host and port count. Loading on demand lets a
+    worker process read just the cached chains of its own share, and lets a change re-read only the
+    chains of the connections it affects.
+    """
+
+    def __init__(self, known: dict[tuple[str, int], Presented], cache: ChainCache) -> None:
+        self.known = known
+        self.cache = cache
+
+    def __getitem__(self, key: tuple[Any, ...]) -> Presented:
+        endpoint = (key[0], key[1])
+        found = self.known.get(endpoint)
+        if found is None:
+            chain = self.cache.load(*endpoint)
+            if not chain:
+                raise KeyError(key)
+            found = self.known[endpoint] = Presented(chain, "cache")
+        return found
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return iter(self.known)
+
+    def __len__(self) -> int:
+        return len(self.known)
 
 
 def cached_chains(connections: Iterable[Connection], config: Config) -> dict[ProbeKey, Presented]:
@@ -108,15 +172,18 @@ def evaluate_pass(
     store: RootStore | None = None,
     at_apply: bool = False,
     only: set[tuple[str, str]] | None = None,
+    parallel: bool = True,
 ) -> list[Result]:
     """One Result per selected connection, plus one per file that has file-level problems.
 
     `only` limits evaluation to these (file, connection) keys; callers include every
     connection sharing a bundle with a changed one, so `unrelated_certificate` stays right.
+    With `parallel`, a large pass is spread over worker processes (`[verify] workers`); the
+    results are the same, but the facts the workers learn die with them.
     """
     store = store if store is not None else load_root_store(config.verify_trusted_roots)
     results: list[Result] = []
-    evaluations: list[Evaluation] = []
+    jobs: list[tuple[Connection, datetime]] = []
     for connection_file in inputs.files:
         if connection_file.problems and connection_name is None and only is None:
             results.append(file_result(connection_file))
@@ -128,25 +195,39 @@ def evaluate_pass(
                 continue
             if only is not None and (conn.file, conn.name) not in only:
                 continue
-            evaluations.append(
-                evaluate(
-                    Target(
-                        file=conn.file,
-                        connection=conn.name,
-                        endpoint=f"{conn.host}:{conn.port}",
-                        hostname=conn.host,
-                        bundle_path=conn.server_cert_path,
-                        connection_problems=conn.problems,
-                    ),
-                    inputs.bundles[conn.server_cert_path],
-                    presented.get((conn.host, conn.port, None)),
-                    moment,
-                    store=store,
-                    warn_days=config.verify_warn_days,
-                    client_chain=inputs.bundles.get(conn.client_cert_path) if conn.client_cert_path else None,
-                )
+            jobs.append((conn, moment))
+
+    bundles = inputs.bundles
+    lazy = bundles if isinstance(bundles, LazyBundles) else None
+
+    def work(share: Sequence[tuple[Connection, datetime]]) -> list[tuple[Evaluation, tuple[Any, ...]]]:
+        out = []
+        for conn, moment in share:
+            evaluation = evaluate(
+                Target(
+                    file=conn.file,
+                    connection=conn.name,
+                    endpoint=f"{conn.host}:{conn.port}",
+                    hostname=conn.host,
+                    bundle_path=conn.server_cert_path,
+                    connection_problems=conn.problems,
+                ),
+                bundles[conn.server_cert_path],
+                presented.get((conn.host, conn.port, None)),
+                moment,
+                store=store,
+                warn_days=config.verify_warn_days,
+                client_chain=bundles[conn.client_cert_path] if conn.client_cert_path else None,
             )
-    return results + finish_shared_bundles(evaluations)
+            out.append((evaluation, lazy.take_fresh() if lazy is not None else ()))
+        return out
+
+    workers = worker_count(config.verify_workers, len(jobs)) if parallel else 1
+    evaluated = map_chunks(jobs, work, workers)
+    if lazy is not None:
+        for _, records in evaluated:
+            lazy.adopt(records)  # what worker processes read; a no-op for this process's own reads
+    return results + finish_shared_bundles([evaluation for evaluation, _ in evaluated])
 
 
 def file_result(connection_file: ConnectionFile) -> Result:

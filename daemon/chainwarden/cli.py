@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from . import __version__
 from .config import Config, ConfigError, load_config
+from .gcpolicy import tune_collector
 
 EXIT_OK, EXIT_WARNING, EXIT_ERROR, EXIT_UNKNOWN = 0, 1, 2, 3
 
@@ -32,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EXIT_UNKNOWN
+    tune_collector()
     try:
         config = load_config(args.config)
         return int(args.handler(args, config))

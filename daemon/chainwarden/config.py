@@ -29,6 +29,7 @@ class Config:
     verify_timeout: float = 10.0
     verify_concurrency: int = 32
     verify_trusted_roots: str = "certifi"
+    verify_workers: int = 0  # 0: one process per usable CPU (large passes only)
     metrics_listen: str = DEFAULT_LISTEN
     metrics_tls_cert: str | None = None
     metrics_tls_key: str | None = None
@@ -70,6 +71,7 @@ _SCHEMA: dict[str, tuple[str, str]] = {
     "verify.timeout": ("verify_timeout", "duration"),
     "verify.concurrency": ("verify_concurrency", "int"),
     "verify.trusted_roots": ("verify_trusted_roots", "str"),
+    "verify.workers": ("verify_workers", "int"),
     "metrics.listen": ("metrics_listen", "str"),
     "metrics.tls_cert": ("metrics_tls_cert", "str"),
     "metrics.tls_key": ("metrics_tls_key", "str"),
@@ -93,6 +95,7 @@ _LIMITS: dict[str, tuple[float, float]] = {
     "verify.warn_days": (0, 3650),
     "verify.timeout": (0.1, 300),
     "verify.concurrency": (1, 1024),
+    "verify.workers": (0, 64),
     "schedule.interval": (10, 7 * 86400),
     "schedule.jitter": (0, 86400),
     "watch.poll_interval": (0.1, 3600),

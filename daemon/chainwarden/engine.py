@@ -12,7 +12,7 @@ from .bundle import BundleReading
 from .certinfo import CertInfo, describe
 from .chain import Diagnosis, Inputs, Link, diagnose, is_self_signed
 from .pathcheck import expiring_soon, hostname_problems
-from .report import ChainEntry, Code, Problem, Result, Role, Severity, Source
+from .report import ChainEntry, Code, Problem, Result, Role, Severity, Source, reduce_to_constructor
 from .roots import RootStore
 
 _MISSING = frozenset({Code.MISSING_INTERMEDIATE, Code.MISSING_ROOT})
@@ -46,8 +46,10 @@ class Evaluation:
     result: Result
     related: frozenset[str]  # bundle certificates this connection's paths use
     bundle_path: str | None
-    bundle_certs: tuple[CertInfo, ...]
+    bundle_certs: tuple[tuple[str, str], ...]  # (sha256, subject) of every bundle certificate
     leaf_sha256: str | None
+
+    __reduce__ = reduce_to_constructor
 
 
 def evaluate(
@@ -138,7 +140,7 @@ def evaluate(
         result=result,
         related=diagnosis.related | ({leaf.sha256} if leaf else set()),
         bundle_path=target.bundle_path,
-        bundle_certs=everything,
+        bundle_certs=tuple((c.sha256, c.subject) for c in everything),
         leaf_sha256=leaf.sha256 if leaf else None,
     )
 
@@ -170,21 +172,20 @@ def finish_shared_bundles(evaluations: Sequence[Evaluation]) -> list[Result]:
         extra = []
         if ev.bundle_path is not None:
             related = used[ev.bundle_path]
-            for cert in ev.bundle_certs:
-                if cert.sha256 in related:
+            for sha256, subject in ev.bundle_certs:
+                if sha256 in related:
                     continue
                 if any(
-                    p.code is Code.UNUSED_EXPIRED_CERTIFICATE and p.certificate == cert.subject
-                    for p in ev.result.problems
+                    p.code is Code.UNUSED_EXPIRED_CERTIFICATE and p.certificate == subject for p in ev.result.problems
                 ):
                     continue
                 extra.append(
                     Problem(
                         Code.UNRELATED_CERTIFICATE,
                         Severity.WARNING,
-                        f"{cert.subject} is in the bundle but on no path of any connection using it; "
+                        f"{subject} is in the bundle but on no path of any connection using it; "
                         "it widens this connection's trust for nothing",
-                        cert.subject,
+                        subject,
                     )
                 )
         results.append(replace(ev.result, problems=ev.result.problems + tuple(extra)) if extra else ev.result)
@@ -206,16 +207,17 @@ def _choose_leaf(
     return None, Source.BUNDLE
 
 
+# One object for the note every offline result carries (results are kept, and pickled by workers).
+_CHECKED_AGAINST_CACHE = Problem(
+    Code.ENDPOINT_NOT_VERIFIED,
+    Severity.INFO,
+    "checked against the chain the endpoint presented when the daemon last probed it (cached), not a live probe",
+)
+
+
 def _endpoint_problems(presented: Presented | None, leaf: CertInfo | None, leaf_source: Source) -> list[Problem]:
     if presented is not None and presented.probe_error is None and presented.origin == "cache" and presented.chain:
-        return [
-            Problem(
-                Code.ENDPOINT_NOT_VERIFIED,
-                Severity.INFO,
-                "checked against the chain the endpoint presented when the daemon last probed it "
-                "(cached), not a live probe",
-            )
-        ]
+        return [_CHECKED_AGAINST_CACHE]
     if presented is None or presented.probe_error is None:
         if leaf is not None and leaf_source is Source.BUNDLE:
             return [

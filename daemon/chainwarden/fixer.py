@@ -7,10 +7,11 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -288,7 +289,7 @@ def plan_file(
     source_bytes: bytes,
     results: Sequence[Result],
     bundles: dict[str, BundleReading],
-    presented: dict[tuple[str, int], Presented],
+    presented: Mapping[Any, Presented],
     store: RootStore,
     find_issuers: IssuerFinder,
     now: datetime,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .engine import Presented
@@ -47,7 +47,7 @@ class Regenerator:
             log.info("outbox %s: removed %d temp file(s) left by an interrupted write", config.outbox, removed)
 
     def after_evaluation(
-        self, inventory: Inventory, results: Sequence[Result], presented: dict[tuple[str, int], Presented]
+        self, inventory: Inventory, results: Sequence[Result], presented: Mapping[Any, Presented]
     ) -> dict[tuple[str, str], list[Problem]]:
         """Write what is needed; returns extra problems (fix_failed) per connection for the metrics."""
         extra: dict[tuple[str, str], list[Problem]] = {}

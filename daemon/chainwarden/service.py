@@ -29,10 +29,11 @@ from prometheus_client.process_collector import ProcessCollector
 
 from .bundle import BundleReading, read_bundle_file
 from .chaincache import ChainCache
-from .checker import PassInputs, evaluate_pass, file_result, presented_from_probe
+from .checker import ChainLookup, LazyBundles, PassInputs, evaluate_pass, file_result, presented_from_probe
 from .config import Config, ConfigError, load_config
 from .connections import ConnectionFile, read_connection_file
 from .engine import Presented
+from .gcpolicy import tune_collector
 from .logsetup import setup_logging
 from .metrics import ChainwardenCollector, ConnectionState, FastExposition, MetricsState
 from .notify import sd_notify, watchdog_interval
@@ -118,7 +119,8 @@ class Inventory:
         return {(c.host, c.port) for cf in self.files.values() for c in cf.connections}
 
     def pass_inputs(self) -> PassInputs:
-        return PassInputs(files=list(self.files.values()), bundles=dict(self.bundles))
+        bundles = self.bundles if isinstance(self.bundles, LazyBundles) else dict(self.bundles)
+        return PassInputs(files=list(self.files.values()), bundles=bundles)
 
 
 # More than any reader reads (bundles 8 MiB, connection JSON 16 MiB): past that, the size decides.
@@ -203,6 +205,7 @@ class Daemon:
         self._timers: list[threading.Timer] = []
         self._store: RootStore | None = None
         self._chain_cache = ChainCache(Path(config.state_dir) / "chains")
+        self._evaluated_once = False
 
     # Lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -369,16 +372,20 @@ class Daemon:
         inventory = Inventory()
         for path in self.connection_file_paths():
             self._read_connection_file(inventory, path)
-        for bundle_path in sorted({p for users in [inventory.bundle_users()] for p in users}):
-            self._read_bundle(inventory, bundle_path)
+        if self._evaluated_once:
+            for bundle_path in sorted(inventory.bundle_users()):
+                self._read_bundle(inventory, bundle_path)
+        else:
+            # The first pass reads each bundle when it is first needed, so that worker processes
+            # read the bundles of their own share (see _evaluate); nothing is read before, so
+            # there is no earlier reading for the truncation guard to keep.
+            inventory.bundles = self._lazy_bundles(inventory)
         self.inventory = inventory
         live = inventory.endpoints()
         self.presented = {e: p for e, p in self.presented.items() if e in live}
         self.probe_times = {e: t for e, t in self.probe_times.items() if e in live}
         if probe and self.config.verify_probe:
             self._probe(inventory.endpoints())
-        else:
-            self._presented_from_cache(inventory.endpoints())
         results = self._evaluate(None)
         if self._watcher is not None:
             self._rearm_watches()
@@ -428,7 +435,6 @@ class Daemon:
                 affected |= users[shared]
         if new_endpoints and self.config.verify_probe:
             self._probe(new_endpoints)
-        self._presented_from_cache(self.inventory.endpoints() - set(self.presented))
         self._evaluate(affected)
         if self._watcher is not None:
             self._rearm_watches()
@@ -475,7 +481,7 @@ class Daemon:
             cf = replace(cf, connections=previous.connections)
         inventory.files[path] = cf
 
-    def _read_bundle(self, inventory: Inventory, path: str) -> None:
+    def _read_bundle(self, inventory: Inventory, path: str) -> BundleReading:
         """Read a bundle, unless it is caught half-written: then keep the last reading and look again soon."""
         previous = self.inventory.bundles.get(path)
         if previous is not None and looks_truncated(path):
@@ -485,13 +491,42 @@ class Daemon:
                 inventory.bundles[path] = previous
                 inventory.fingerprints[path] = self.inventory.fingerprints.get(path, "")
                 self._retry_later(os.path.dirname(path))
-                return
+                return previous
         self.truncation_attempts.pop(path, None)
         inventory.record(path)
         reading = read_bundle_file(path)
         if not reading.readable:
             self.metrics.count_source_error("bundle")
         inventory.bundles[path] = reading
+        return reading
+
+    def _lazy_bundles(self, inventory: Inventory) -> LazyBundles:
+        """Bundles read on first use; a worker process sends back each reading with its fingerprint."""
+
+        def export(path: str) -> tuple[str, BundleReading, str | None, bytes | None]:
+            return path, inventory.bundles[path], inventory.fingerprints.get(path), inventory.stats.get(path)
+
+        def adopt(record: tuple[str, BundleReading, str | None, bytes | None]) -> None:
+            path, reading, fingerprint, stat_key = record
+            if path in inventory.bundles:
+                return
+            inventory.bundles[path] = reading
+            if fingerprint is not None:
+                inventory.fingerprints[path] = fingerprint
+            if stat_key is not None:
+                inventory.stats[path] = stat_key
+            if not reading.readable:
+                self.metrics.count_source_error("bundle")
+
+        return LazyBundles(lambda path: self._read_bundle(inventory, path), export=export, adopt=adopt)
+
+    def _settle_bundles(self) -> None:
+        """After a first pass: a plain dict again, holding every bundle in use (read now if no one needed it)."""
+        if isinstance(self.inventory.bundles, LazyBundles):
+            self.inventory.bundles = dict(self.inventory.bundles)
+            for bundle_path in sorted(self.inventory.bundle_users()):
+                if bundle_path not in self.inventory.bundles:
+                    self._read_bundle(self.inventory, bundle_path)
 
     def _probe(self, endpoints: Iterable[Endpoint]) -> None:
         targets = sorted({(host, port, None) for host, port in endpoints}, key=str)
@@ -511,13 +546,9 @@ class Daemon:
             cached = self._chain_cache.load(host, port)
             self.presented[endpoint] = Presented(cached, "cache" if cached else "probe", presented.probe_error)
 
-    def _presented_from_cache(self, endpoints: Iterable[Endpoint]) -> None:
-        for endpoint in endpoints:
-            if endpoint in self.presented:
-                continue
-            cached = self._chain_cache.load(*endpoint)
-            if cached:
-                self.presented[endpoint] = Presented(cached, "cache")
+    def _chains(self) -> ChainLookup:
+        """The chains to verify against: the last probe's, else (loaded when first needed) the cached ones."""
+        return ChainLookup(self.presented, self._chain_cache)
 
     def _store_for(self) -> RootStore:
         if self._store is None:
@@ -526,12 +557,19 @@ class Daemon:
 
     def _evaluate(self, only: set[tuple[str, str]] | None) -> list[Result]:
         now = self.clock()
-        presented: dict[tuple[str, int, str | None], Presented] = {
-            (h, p, None): pres for (h, p), pres in self.presented.items()
-        }
+        # Worker processes only pay off while this process knows no certificate yet (the first pass):
+        # later passes find most facts and signature checks in its own caches and are faster here.
         results = evaluate_pass(
-            self.inventory.pass_inputs(), presented, now, self.config, store=self._store_for(), only=only
+            self.inventory.pass_inputs(),
+            self._chains(),
+            now,
+            self.config,
+            store=self._store_for(),
+            only=only,
+            parallel=not self._evaluated_once,
         )
+        self._evaluated_once = True
+        self._settle_bundles()
         # Publish the verdicts first: alerting must never wait for AIA fetches or a submit command.
         self._publish(results, only, log_changes=True)
         if self.regenerator is not None:
@@ -575,7 +613,7 @@ class Daemon:
     def _regenerate(self, results: list[Result]) -> list[Result]:
         """Complete broken bundles into the outbox; a failure shows as fix_failed on the connection."""
         try:
-            extra = self.regenerator.after_evaluation(self.inventory, results, self.presented)
+            extra = self.regenerator.after_evaluation(self.inventory, results, self._chains())
         except Exception:  # noqa: BLE001 - regeneration must never stop verification
             log.exception("bundle regeneration failed unexpectedly")
             self.metrics.count_source_error("outbox")
@@ -692,6 +730,12 @@ def return_large_buffers_to_the_os() -> None:
     mallopt(m_mmap_threshold, 256 * 1024)
 
 
+def prepare_process() -> None:
+    """What a long-running verifier sets up for itself before its first pass."""
+    return_large_buffers_to_the_os()
+    tune_collector()
+
+
 def run_service(args: argparse.Namespace, config: Config) -> int:
     setup_logging(config.log_level)
     if args.check_config:
@@ -702,13 +746,13 @@ def run_service(args: argparse.Namespace, config: Config) -> int:
     for warning in config_warnings(config):
         log.warning("%s", warning)
     daemon = Daemon(config, config_path=args.config)
+    prepare_process()
     if args.once:
         results = daemon.full_pass(probe=config.verify_probe)
         from .render import results_text
 
         print(results_text(results), end="")
         return overall_exit_code(results)
-    return_large_buffers_to_the_os()
     try:
         daemon.start()
     except OSError as exc:
