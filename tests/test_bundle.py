@@ -734,3 +734,16 @@ def test_real_letsencrypt_files_load() -> None:
     crlf = read_bundle_file(LETSENCRYPT / "isrg-root-x1-cross-signed.pem")
     if crlf.problems:
         assert "CRLF" in crlf.problems[0].message
+
+
+def test_identical_bundles_share_their_reading_but_not_their_name(pki):
+    """Copies of one clean bundle are parsed once; a copy with a problem still names its own path."""
+    clean = pkigen.pem_bundle(pki.intermediate, pki.root)
+    first, second = read_bundle_bytes(clean, "/a.pem"), read_bundle_bytes(clean, "/b.pem")
+    assert (first.path, second.path) == ("/a.pem", "/b.pem")
+    assert first.blocks is second.blocks and not second.problems
+    twice = pkigen.pem_bundle(pki.intermediate, pki.intermediate, pki.root)
+    one, other = read_bundle_bytes(twice, "/c.pem"), read_bundle_bytes(twice, "/d.pem")
+    assert one.problems and other.problems
+    assert all("/d.pem" in p.message for p in other.problems if "/" in p.message)
+    assert not any("/c.pem" in p.message for p in other.problems)

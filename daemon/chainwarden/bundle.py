@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
+import hashlib
 import os
 import re
 import stat
@@ -147,8 +148,29 @@ def read_bundle_bytes(data: bytes, path: str) -> BundleReading:
     if der_items is not None:
         return _read_der(data, der_items, path)
     if _MARKER.search(data):
-        return _read_clean_pem(data, path) or _read_pem(data, path)
+        return _read_pem_bundle(data, path)
     return _unreadable(path, "unknown", f"cannot be read: {_describe_unknown(data)}")
+
+
+# Blocks of clean bundles by the digest of their bytes: per-connection bundles are very often copies
+# of one CA chain, and a reading with no problem owes nothing to its path but its name.
+_CLEAN_READINGS: dict[bytes, tuple[Block, ...]] = {}
+_CLEAN_READINGS_LIMIT = 50_000
+
+
+def _read_pem_bundle(data: bytes, path: str) -> BundleReading:
+    key = hashlib.sha256(data).digest()
+    blocks = _CLEAN_READINGS.get(key)
+    if blocks is not None:
+        return BundleReading(path, "pem", blocks, ())
+    reading = _read_clean_pem(data, path)
+    if reading is None:
+        return _read_pem(data, path)
+    if not reading.problems:
+        if len(_CLEAN_READINGS) >= _CLEAN_READINGS_LIMIT:
+            _CLEAN_READINGS.clear()
+        _CLEAN_READINGS[key] = reading.blocks
+    return reading
 
 
 # --- file access -------------------------------------------------------------------------------

@@ -119,13 +119,13 @@ def parse_connection_file(data: bytes, path: str, *, now: datetime | None = None
     """
     where = f"connection file {path}"
     try:
-        top = _load(_decode(data, where), where)
+        top, repeats = _load(_decode(data, where), where)
     except _Unusable as error:
         return _unusable(path, str(error))
     if not isinstance(top, dict):
         return _unusable(path, f"{where}: the top level is {_kind(top)}, not a JSON object")
     apply_at, raw, key, schedule_problems = _schedule(top, where)
-    problems = [*_misplaced_duplicates(top, where), *schedule_problems]
+    problems = [*(_misplaced_duplicates(top, where) if repeats else ()), *schedule_problems]
     connections: list[Connection] = []
     table = top.get("external_connections")
     if "external_connections" not in top:
@@ -133,7 +133,7 @@ def parse_connection_file(data: bytes, path: str, *, now: datetime | None = None
     elif not isinstance(table, dict):
         problems.append(_invalid(f'{where}, key "external_connections": is {_kind(table)}, not a JSON object'))
     else:
-        _parse_table(table, path, connections, problems)
+        _parse_table(table, path, connections, problems, repeats=repeats)
     return ConnectionFile(path, tuple(connections), tuple(problems), apply_at, raw, key)
 
 
@@ -210,11 +210,20 @@ def _decode(data: bytes, where: str) -> str:
         ) from None
 
 
-def _load(text: str, where: str) -> Any:
+def _load(text: str, where: str) -> tuple[Any, bool]:
+    """The decoded document, and whether any of its objects repeats a key."""
     if not text.strip():
         raise _Unusable(f"{where}: the file is empty; expected a JSON object")
+    repeats: list[_Object] = []
+
+    def read_object(pairs: list[tuple[str, Any]]) -> _Object:
+        decoded = _Object(pairs)
+        if decoded.duplicates:
+            repeats.append(decoded)
+        return decoded
+
     try:
-        return json.loads(text, object_pairs_hook=_Object, parse_constant=_reject_constant)
+        return json.loads(text, object_pairs_hook=read_object, parse_constant=_reject_constant), bool(repeats)
     except json.JSONDecodeError as error:
         raise _Unusable(
             f"{where}: line {error.lineno}, column {error.colno}: invalid JSON: {_json_reason(error.msg)}"
@@ -257,8 +266,13 @@ def _schedule(top: dict[str, Any], where: str) -> tuple[datetime | None, str | N
     return moment, value, "apply_at", problems
 
 
-def _parse_table(table: dict[str, Any], path: str, connections: list[Connection], problems: list[Problem]) -> None:
-    """Check every connection; usable ones go to `connections`, broken ones to `problems`."""
+def _parse_table(
+    table: dict[str, Any], path: str, connections: list[Connection], problems: list[Problem], *, repeats: bool
+) -> None:
+    """Check every connection; usable ones go to `connections`, broken ones to `problems`.
+
+    `repeats`: whether the file repeats a key anywhere (when not, no connection is searched for one).
+    """
     where = f"connection file {path}"
     repeated = dict(table.duplicates) if isinstance(table, _Object) else {}
     for name, value in table.items():
@@ -270,7 +284,7 @@ def _parse_table(table: dict[str, Any], path: str, connections: list[Connection]
                 )
             )
             continue
-        connection, broken = _check_connection(path, name, value)
+        connection, broken = _check_connection(path, name, value, repeats=repeats)
         if connection is not None and _UNSAFE_NAME.search(name):
             connection, broken = (
                 None,
@@ -285,11 +299,11 @@ def _parse_table(table: dict[str, Any], path: str, connections: list[Connection]
             problems.append(broken)
 
 
-def _check_connection(path: str, name: str, value: Any) -> tuple[Connection | None, Problem | None]:
+def _check_connection(path: str, name: str, value: Any, *, repeats: bool) -> tuple[Connection | None, Problem | None]:
     where = f"connection file {path}, connection {_quote(name)}"
     if not isinstance(value, dict):
         return None, _invalid(f"{where}: is {_kind(value)}, not a JSON object")
-    faults = _duplicate_faults(value)
+    faults = _duplicate_faults(value) if repeats else []
     endpoint = _endpoint(value, faults)
     server_cert = _server_cert(value, faults)
     client_cert = _client_cert(value, faults)

@@ -106,9 +106,9 @@ def _child_main(read_fd: int, write_fd: int, chunk: Sequence[Any], work: Callabl
     code = 1
     try:
         os.close(read_fd)
-        # The parent's objects are left alone by this child's collector: it neither scans them (time)
-        # nor writes to their pages (memory shared copy-on-write).
-        gc.freeze()
+        # No collector in a child that lives for one share: it would rescan the parent's objects (time)
+        # and write to their pages (memory shared copy-on-write); what cycles it leaves die with it.
+        gc.disable()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)  # a stop request ends the child at once
         payload = memoryview(pickle.dumps(work(chunk), protocol=pickle.HIGHEST_PROTOCOL))

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any
 
-_INIT_FIELDS: dict[type, tuple[str, ...]] = {}
+_FIELD_GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
 
 
 def reduce_to_constructor(self: Any) -> tuple[type, tuple[Any, ...]]:
     """__reduce__ for frozen slotted dataclasses: pickled as their constructor call, which loads several
     times faster than slot state (results travel back from worker processes this way)."""
     cls = type(self)
-    names = _INIT_FIELDS.get(cls)
-    if names is None:
-        names = _INIT_FIELDS[cls] = tuple(f.name for f in fields(cls) if f.init)
-    return cls, tuple(getattr(self, name) for name in names)
+    getter = _FIELD_GETTERS.get(cls)
+    if getter is None:
+        names = tuple(f.name for f in fields(cls) if f.init)
+        getter = _FIELD_GETTERS[cls] = attrgetter(*names) if len(names) > 1 else lambda obj: (getattr(obj, names[0]),)
+    return cls, getter(self)
 
 
 class Severity(StrEnum):

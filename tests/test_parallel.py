@@ -1,0 +1,199 @@
+"""Worker processes for large passes: same results as one process, and no result lost when a worker fails."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import pickle
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from chainwarden import parallel, pkigen
+from chainwarden.bundle import read_bundle_bytes
+from chainwarden.chaincache import ChainCache
+from chainwarden.checker import evaluate_pass, read_inputs
+from chainwarden.config import Config
+from chainwarden.report import Code
+from chainwarden.service import Daemon
+
+NOW = pkigen.EPOCH + dt.timedelta(days=10)
+PARENT = os.getpid()
+
+
+def _square_with_pid(share):
+    return [(n * n, os.getpid()) for n in share]
+
+
+@pytest.fixture
+def small_shares(monkeypatch):
+    """Let a handful of connections be spread over workers (the product waits for 500 each)."""
+    monkeypatch.setattr(parallel, "MIN_JOBS_PER_WORKER", 1)
+
+
+def test_map_chunks_keeps_order_and_really_uses_other_processes():
+    out = parallel.map_chunks(list(range(30)), _square_with_pid, 3)
+    assert [value for value, _ in out] == [n * n for n in range(30)]
+    pids = {pid for _, pid in out}
+    assert PARENT in pids and len(pids) == 3
+
+
+def _fails_in_children(mode):
+    def work(share):
+        if os.getpid() != PARENT:
+            if mode == "exit":
+                os._exit(7)
+            if mode == "raise":
+                raise RuntimeError("boom")
+            if mode == "signal":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if mode == "hang":
+                time.sleep(3600)  # the behaviour under test: a worker that never answers
+        return [n + 1 for n in share]
+
+    return work
+
+
+@pytest.mark.parametrize(
+    ("mode", "said"),
+    [
+        ("exit", "failed (exit status 7)"),
+        ("raise", "failed (exit status 1)"),
+        ("signal", "failed (killed by signal 9)"),
+        ("hang", "did not finish in time"),
+    ],
+)
+def test_a_failing_worker_costs_time_never_a_result(mode, said, caplog):
+    caplog.set_level(logging.WARNING, logger="chainwarden")
+    out = parallel.map_chunks(list(range(20)), _fails_in_children(mode), 2, child_min_seconds=1.0)
+    assert out == [n + 1 for n in range(20)]
+    assert any(said in r.getMessage() and "verified in the daemon process" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # no child left behind, not even the killed one
+
+
+def test_fork_failure_falls_back(monkeypatch, caplog):
+    def no_fork():
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(parallel.os, "fork", no_fork)
+    assert parallel.map_chunks([1, 2, 3, 4], lambda share: [n * 2 for n in share], 2) == [2, 4, 6, 8]
+    assert "cannot start a verification worker" in caplog.text
+
+
+def test_worker_count():
+    assert parallel.worker_count(1, 100_000) == 1
+    assert parallel.worker_count(4, 100_000) == 4
+    assert parallel.worker_count(4, 1_200) == 2  # at least 500 connections each
+    assert parallel.worker_count(0, 400) == 1
+    assert 1 <= parallel.worker_count(0, 100_000) <= min(parallel.usable_cpus(), parallel.MAX_AUTO_WORKERS)
+
+
+# --- a site whose results depend on every connection sharing a bundle ---------------------------
+
+
+def _site(tmp_path: Path) -> tuple[Path, Path]:
+    """Connections in two files; per-connection bundles, broken ones, and one bundle shared by two
+    hierarchies whose users fall into different shares (its unrelated_certificate needs them all)."""
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    state = tmp_path / "state"
+    cache = ChainCache(state / "chains")
+    rsa = pkigen.three_tier("a0.example.test", kind="rsa", label="Alpha")
+    ec = pkigen.three_tier("b0.example.test", kind="ec", label="Beta")
+    stray = pkigen.make_root("Stray Root CA")
+    (pki / "shared.pem").write_bytes(pkigen.pem_bundle(rsa.intermediate, rsa.root, ec.intermediate, ec.root, stray))
+    (pki / "broken.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    files = []
+    for number in range(2):
+        connections = {}
+        for i in range(12):
+            host = f"h{number}-{i}.example.test"
+            hierarchy = rsa if (number, i % 2) != (1, 0) else ec  # Beta users only in the second file
+            leaf = pkigen.make_leaf([host], hierarchy.intermediate, kind="ec")
+            if i % 5 != 4:
+                cache.store(host, 443, (leaf.cert, hierarchy.intermediate.cert))
+            bundle = "pki/shared.pem"
+            if i == 7:
+                bundle = "pki/broken.pem"
+            elif i % 3 == 1:
+                bundle = f"pki/own-{number}-{i}.pem"
+                parts = (hierarchy.intermediate, hierarchy.root) if i % 4 else (hierarchy.root,)
+                (tmp_path / bundle).write_bytes(pkigen.pem_bundle(*parts))
+            connections[f"c{i}"] = {"baseurl": f"https://{host}/api", "server_cert": bundle}
+        path = tmp_path / f"conn-{number}.json"
+        path.write_text(json.dumps({"external_connections": connections}))
+        files.append(str(path))
+    return tmp_path, state
+
+
+def _as_json(results):
+    return [r.to_json() for r in results]
+
+
+def test_parallel_pass_equals_one_process(tmp_path, small_shares, monkeypatch):
+    base, state = _site(tmp_path)
+    paths = sorted(str(p) for p in base.glob("conn-*.json"))
+    serial_config = Config(verify_probe=False, state_dir=str(state), verify_workers=1)
+    parallel_config = Config(verify_probe=False, state_dir=str(state), verify_workers=3)
+    serial = evaluate_pass(read_inputs(paths, now=NOW), _cached(paths, serial_config), NOW, serial_config)
+    forks = []
+    real_fork = parallel._fork
+    monkeypatch.setattr(parallel, "_fork", lambda *a: forks.append(1) or real_fork(*a))
+    inputs = read_inputs(paths, now=NOW)
+    spread = evaluate_pass(inputs, _cached(paths, parallel_config), NOW, parallel_config)
+    assert len(forks) == 2
+    assert _as_json(spread) == _as_json(serial)
+    unrelated = [r for r in spread if any(p.code is Code.UNRELATED_CERTIFICATE for p in r.problems)]
+    stray = [p for r in unrelated for p in r.problems if p.code is Code.UNRELATED_CERTIFICATE]
+    assert unrelated and all("Stray Root CA" in p.message for p in stray)
+    assert set(inputs.bundles) == {str(p) for p in (base / "pki").iterdir()}  # read by whichever process
+
+
+def _cached(paths, config):
+    from chainwarden.checker import cached_chains, selected
+
+    return cached_chains(selected(read_inputs(paths, now=NOW), None), config)
+
+
+def test_daemon_first_pass_in_workers_keeps_what_change_detection_needs(tmp_path, small_shares):
+    base, state = _site(tmp_path)
+    config = Config(
+        watch_connections=tuple(str(p) for p in sorted(base.glob("conn-*.json"))),
+        verify_probe=False,
+        state_dir=str(state),
+        verify_workers=2,
+    )
+    spread = Daemon(config, clock=lambda: NOW)
+    alone = Daemon(Config(**{**_fields(config), "verify_workers": 1}), clock=lambda: NOW)
+    assert _as_json(spread.full_pass(probe=False)) == _as_json(alone.full_pass(probe=False))
+    inventory = spread.inventory
+    assert type(inventory.bundles) is dict
+    assert set(inventory.bundles) == set(inventory.bundle_users())
+    assert all(inventory.unchanged(path) for path in inventory.bundles)  # fingerprints came back too
+    assert spread.metrics.snapshot().source_errors["bundle"] == 1  # broken.pem, counted once
+    # A bundle read in a worker, then broken: the change is seen and judged.
+    own = next(p for p in sorted(inventory.bundles) if "own-1-" in p)
+    Path(own).write_bytes(b"")
+    spread.changed_folders({str(base / "pki")})
+    users = inventory.bundle_users()[own]
+    states = spread.metrics.connection_states()
+    assert all(states[key].result.verdict.value == "error" for key in users)
+
+
+def _fields(config):
+    from dataclasses import fields
+
+    return {f.name: getattr(config, f.name) for f in fields(config)}
+
+
+def test_readings_and_results_survive_pickling():
+    pki = pkigen.three_tier("pickle.example.test")
+    reading = read_bundle_bytes(pkigen.pem_bundle(pki.intermediate, pki.root), "/b.pem")
+    again = pickle.loads(pickle.dumps(reading))
+    assert again == reading and again.blocks[0].cert is reading.blocks[0].cert  # the canonical object
+    assert again.certificates() == reading.certificates()
