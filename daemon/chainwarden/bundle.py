@@ -185,19 +185,23 @@ def _read_at_most(path: str, limit: int) -> bytes:
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(path, flags)
     try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-        if not stat.S_ISREG(mode):
+        if not stat.S_ISREG(info.st_mode):
             raise _NotARegularFile(path)
         chunks: list[bytes] = []
         remaining = limit
+        # The whole file in the first read, sized to it: a fixed 1 MiB request allocates (and, with
+        # the daemon's mmap threshold, maps and unmaps) a megabyte for every few-KiB bundle.
+        step = info.st_size + 1
         while remaining > 0:
-            chunk = os.read(fd, min(remaining, 1 << 20))
+            chunk = os.read(fd, min(remaining, step))
             if not chunk:
                 break
             chunks.append(chunk)
             remaining -= len(chunk)
+            step = 1 << 16
         return b"".join(chunks)
     finally:
         os.close(fd)

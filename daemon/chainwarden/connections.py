@@ -101,9 +101,12 @@ def read_connection_file(
     shown = os.fspath(path)
     try:
         with open(shown, "rb") as handle:
-            if os.fstat(handle.fileno()).st_size > max_bytes:
+            size = os.fstat(handle.fileno()).st_size
+            if size > max_bytes:
                 return _unusable(shown, _too_big(shown, max_bytes))
-            data = handle.read(max_bytes + 1)
+            data = handle.read(size + 1)  # not max_bytes + 1: that allocates 16 MiB for any file
+            if len(data) > size:  # it grew while being read
+                data += handle.read(max_bytes + 1 - len(data))
     except OSError as error:
         return _unusable(shown, f"connection file {shown}: cannot read: {error.strerror or error}")
     if len(data) > max_bytes:

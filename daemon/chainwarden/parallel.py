@@ -135,7 +135,7 @@ def _collect(child: _Child, deadline: float) -> list[Any] | None:
                 break
             if not poller.poll(left * 1000):
                 continue
-            part = os.read(child.fd, 1 << 20)
+            part = os.read(child.fd, 1 << 16)  # a pipe holds 64 KiB
             if not part:
                 break
             parts.append(part)

@@ -135,9 +135,11 @@ def _read_regular(path: str, limit: int) -> tuple[bytes, int]:
         if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, f"not a regular file (mode {stat.S_IFMT(info.st_mode):o})")
         chunks: list[bytes] = []
-        while limit > 0 and (chunk := os.read(fd, min(limit, 1 << 20))):
+        step = info.st_size + 1  # one read sized to the file (see bundle._read_at_most)
+        while limit > 0 and (chunk := os.read(fd, min(limit, step))):
             chunks.append(chunk)
             limit -= len(chunk)
+            step = 1 << 16
         return b"".join(chunks), info.st_size
     finally:
         os.close(fd)
