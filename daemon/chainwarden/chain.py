@@ -41,6 +41,8 @@ class Pool:
 
     def issuers_of(self, child: CertInfo) -> list[Link]:
         found = self._by_subject.get(child.issuer_key, [])
+        if len(found) < 2:
+            return list(found)
         # Key-identifier matches first: that is the issuer the child names most precisely.
         return sorted(
             found,
@@ -161,7 +163,7 @@ def diagnose(
         [Link(c, Source.BUNDLE) for c in inputs.bundle]
         + [Link(c, Source.BUNDLE, hidden=True) for c in inputs.hidden]
         + [Link(c, Source.ENDPOINT) for c in inputs.presented]
-        + [Link(c, Source.STORE) for c in inputs.store]
+        + list(_store_links(inputs.store))
     )
     extended_search = find_paths(leaf, extended_pool)
     related |= {link.cert.sha256 for path in extended_search.complete for link in path if link.source is Source.BUNDLE}
@@ -192,6 +194,18 @@ def diagnose(
     problems.extend(_partial_path_problems(dead_end, now, hostname, leaf_is_endpoint))
     problems.extend(expiring_soon([link.cert for link in dead_end], now, warn_days, has_leaf=leaf_is_endpoint))
     return Diagnosis(dead_end, tuple(problems), False, False, frozenset(related), tuple(notes))
+
+
+_LAST_STORE: list[tuple[tuple[CertInfo, ...], tuple[Link, ...]]] = []
+
+
+def _store_links(store: tuple[CertInfo, ...]) -> tuple[Link, ...]:
+    """Links for the trusted root store, made once per store (every broken connection asks for them)."""
+    if _LAST_STORE and _LAST_STORE[0][0] is store:
+        return _LAST_STORE[0][1]
+    links = tuple(Link(c, Source.STORE) for c in store)
+    _LAST_STORE[:] = [(store, links)]
+    return links
 
 
 def _partial_path_problems(path: Path, now: datetime, hostname: str | None, leaf_is_endpoint: bool) -> list[Problem]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import warnings
 from pathlib import Path
@@ -38,20 +39,27 @@ class ChainCache:
         self.directory = Path(directory)
 
     def _file(self, host: str, port: int) -> Path:
+        return Path(self._name(host, port))
+
+    def _name(self, host: str, port: int) -> str:
         digest = hashlib.sha256(f"{host}:{port}".encode()).hexdigest()[:24]
         safe = "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in host)[:64]
-        return self.directory / f"{safe}_{port}_{digest}.pem"
+        return os.path.join(self.directory, f"{safe}_{port}_{digest}.pem")
 
     def load(self, host: str, port: int) -> tuple[x509.Certificate, ...]:
-        path = self._file(host, port)
+        path = self._name(host, port)  # a str, not a Path: this runs once per endpoint and pass
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as handle:
+                data = handle.read()
         except OSError:
             return ()
         try:
             if _AS_STORED.fullmatch(data):
-                # The layout store() writes: each block parsed once per process (CAs recur in every file).
-                return tuple(parsed_once(block[0], _load_pem) for block in _BLOCK.finditer(data))
+                # The layout store() writes. The leaf is new to this process; the CAs after it recur
+                # in every file, so each is parsed once.
+                blocks = [block[0] for block in _BLOCK.finditer(data)]
+                leaf = canonical(_load_pem(blocks[0]))
+                return (leaf, *(parsed_once(block, _load_pem) for block in blocks[1:]))
             return tuple(canonical(cert) for cert in _load_pems(data))
         except ValueError:
             log.warning("ignoring unreadable cached chain %s", path)
