@@ -27,7 +27,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from .bundle import BundleReading, read_bundle_file
+from .bundle import MAX_BUNDLE_BYTES, BundleReading, read_bundle_bytes, read_bundle_file
 from .chaincache import ChainCache
 from .checker import ChainLookup, LazyBundles, PassInputs, evaluate_pass, file_result, presented_from_probe
 from .config import Config, ConfigError, load_config
@@ -70,16 +70,20 @@ class Inventory:
     fingerprints: dict[str, str] = field(default_factory=dict)
     stats: dict[str, bytes] = field(default_factory=dict)  # path -> its stat key when fingerprinted, packed
 
-    def record(self, path: str) -> None:
-        """Fingerprint `path`, keeping its stat (taken first) so that an unchanged file need not be read again."""
+    def record(self, path: str) -> bytes | None:
+        """Fingerprint `path`, keeping its stat (taken first) so that an unchanged file need not be read again.
+
+        Returns the bytes fingerprinted (None when unreadable), so a caller need not read them again.
+        """
         key = _stat_key(path)
-        self.fingerprints[path] = fingerprint(path)
+        self.fingerprints[path], data = _fingerprint_and_data(path)
         # Racily clean (git's term): a file changed within the timestamp granularity of this moment can
         # change again without its stat changing; only a stat older than that is trusted later.
         if key is None or time.time() - key[3] / 1e9 <= RACY_SECONDS:
             self.stats.pop(path, None)
         else:
             self.stats[path] = _STAT.pack(*key)
+        return data
 
     def unchanged(self, path: str) -> bool:
         """`path` still has the content fingerprinted last: by its stat where that can be trusted, else read."""
@@ -160,11 +164,15 @@ def _stat_key(path: str) -> tuple[int, ...] | None:
 
 def fingerprint(path: str) -> str:
     """Content identity of a file (or why it cannot be read): events are hints, content decides."""
+    return _fingerprint_and_data(path)[0]
+
+
+def _fingerprint_and_data(path: str) -> tuple[str, bytes | None]:
     try:
         data, size = _read_regular(path, FINGERPRINT_MAX_BYTES)
     except OSError as exc:
-        return f"error:{exc.errno}"
-    return f"{hashlib.sha256(data).hexdigest()}:{size}"
+        return f"error:{exc.errno}", None
+    return f"{hashlib.sha256(data).hexdigest()}:{size}", data
 
 
 def looks_truncated(path: str) -> bool:
@@ -495,8 +503,11 @@ class Daemon:
                 self._retry_later(os.path.dirname(path))
                 return previous
         self.truncation_attempts.pop(path, None)
-        inventory.record(path)
-        reading = read_bundle_file(path)
+        data = inventory.record(path)
+        if data is not None and len(data) <= MAX_BUNDLE_BYTES:
+            reading = read_bundle_bytes(data, path)  # the very bytes fingerprinted, read once
+        else:
+            reading = read_bundle_file(path)  # words why it cannot be read, or that it is too large
         if not reading.readable:
             self.metrics.count_source_error("bundle")
         inventory.bundles[path] = reading
