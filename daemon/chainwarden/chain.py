@@ -68,39 +68,46 @@ class Search:
 
 def find_paths(start: Link, pool: Pool) -> Search:
     """Depth-first search for every path from `start` up to a self-signed certificate."""
-    complete: list[Path] = []
-    dead_ends: list[Path] = []
-    bad: list[tuple[CertInfo, CertInfo, str]] = []
-    visits = 0
+    walk = _Walk(pool)
+    walk.visit((start,))
+    return Search(tuple(walk.complete), tuple(walk.dead_ends), tuple(walk.bad))
 
-    def walk(path: Path) -> None:
-        nonlocal visits
-        visits += 1
+
+class _Walk:
+    """The state of one find_paths search (a class, not a closure: a recursive nested function is a
+    reference cycle, which only the cyclic collector frees, and every connection made one)."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.complete: list[Path] = []
+        self.dead_ends: list[Path] = []
+        self.bad: list[tuple[CertInfo, CertInfo, str]] = []
+        self.visits = 0
+
+    def visit(self, path: Path) -> None:
+        self.visits += 1
         top = path[-1].cert
         if is_self_signed(top):
-            complete.append(path)
+            self.complete.append(path)
             return
-        if len(path) >= MAX_DEPTH or visits > MAX_VISITS or len(complete) >= MAX_PATHS:
-            dead_ends.append(path)
+        if len(path) >= MAX_DEPTH or self.visits > MAX_VISITS or len(self.complete) >= MAX_PATHS:
+            self.dead_ends.append(path)
             return
         on_path = {link.cert.sha256 for link in path}
         extended = False
-        for candidate in pool.issuers_of(top):
+        for candidate in self.pool.issuers_of(top):
             if candidate.cert.sha256 in on_path:
                 continue
             if _same_key_already_on_path(candidate.cert, path):
                 continue  # a cross-sign of a certificate already above us: a loop
             reason = signature_error(top, candidate.cert)
             if reason is not None:
-                bad.append((top, candidate.cert, reason))
+                self.bad.append((top, candidate.cert, reason))
                 continue
             extended = True
-            walk((*path, candidate))
+            self.visit((*path, candidate))
         if not extended:
-            dead_ends.append(path)
-
-    walk((start,))
-    return Search(tuple(complete), tuple(dead_ends), tuple(bad))
+            self.dead_ends.append(path)
 
 
 def _same_key_already_on_path(cert: CertInfo, path: Path) -> bool:

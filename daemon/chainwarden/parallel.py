@@ -29,7 +29,7 @@ Out = TypeVar("Out")
 MIN_JOBS_PER_WORKER = 500
 MAX_AUTO_WORKERS = 8
 # A child gets this long, or this many times the parent's own share of the work, whichever is longer.
-CHILD_MIN_SECONDS = 60.0
+CHILD_MIN_SECONDS = 20.0
 CHILD_SLOWDOWN = 5.0
 
 

@@ -491,7 +491,7 @@ class Daemon:
             cf = replace(cf, connections=previous.connections)
         inventory.files[path] = cf
 
-    def _read_bundle(self, inventory: Inventory, path: str) -> BundleReading:
+    def _read_bundle(self, inventory: Inventory, path: str, *, count_errors: bool = True) -> BundleReading:
         """Read a bundle, unless it is caught half-written: then keep the last reading and look again soon."""
         previous = self.inventory.bundles.get(path)
         if previous is not None and looks_truncated(path):
@@ -508,7 +508,7 @@ class Daemon:
             reading = read_bundle_bytes(data, path)  # the very bytes fingerprinted, read once
         else:
             reading = read_bundle_file(path)  # words why it cannot be read, or that it is too large
-        if not reading.readable:
+        if count_errors and not reading.readable:
             self.metrics.count_source_error("bundle")
         inventory.bundles[path] = reading
         return reading
@@ -528,10 +528,12 @@ class Daemon:
                 inventory.fingerprints[path] = fingerprint
             if stat_key is not None:
                 inventory.stats[path] = stat_key
-            if not reading.readable:
-                self.metrics.count_source_error("bundle")
 
-        return LazyBundles(lambda path: self._read_bundle(inventory, path), export=export, adopt=adopt)
+        # Worker processes must not take the metrics lock (another thread may have held it when they
+        # were forked): unreadable bundles are counted once the pass is settled.
+        return LazyBundles(
+            lambda path: self._read_bundle(inventory, path, count_errors=False), export=export, adopt=adopt
+        )
 
     def _settle_bundles(self) -> None:
         """After a first pass: a plain dict again, holding every bundle in use (read now if no one needed it)."""
@@ -539,7 +541,10 @@ class Daemon:
             self.inventory.bundles = dict(self.inventory.bundles)
             for bundle_path in sorted(self.inventory.bundle_users()):
                 if bundle_path not in self.inventory.bundles:
-                    self._read_bundle(self.inventory, bundle_path)
+                    self._read_bundle(self.inventory, bundle_path, count_errors=False)
+            for reading in self.inventory.bundles.values():
+                if not reading.readable:
+                    self.metrics.count_source_error("bundle")
 
     def _probe(self, endpoints: Iterable[Endpoint]) -> None:
         targets = sorted({(host, port, None) for host, port in endpoints}, key=str)
