@@ -197,3 +197,28 @@ def test_readings_and_results_survive_pickling():
     again = pickle.loads(pickle.dumps(reading))
     assert again == reading and again.blocks[0].cert is reading.blocks[0].cert  # the canonical object
     assert again.certificates() == reading.certificates()
+
+
+def test_workers_never_wait_for_a_lock_held_when_they_were_forked(tmp_path, small_shares, monkeypatch, caplog):
+    """A scrape may hold the metrics lock at the moment of the fork: the child inherits it held by a
+    thread it does not have, so the child must not need it (a broken bundle read there is counted later)."""
+    caplog.set_level(logging.WARNING, logger="chainwarden")
+    base, state = _site(tmp_path)
+    config = Config(
+        watch_connections=tuple(str(p) for p in sorted(base.glob("conn-*.json"))),
+        verify_probe=False,
+        state_dir=str(state),
+        verify_workers=2,
+    )
+    daemon = Daemon(config, clock=lambda: NOW)
+    real_fork = parallel._fork
+
+    def fork_while_locked(*args):
+        with daemon.metrics._lock:  # as a scrape in progress would
+            return real_fork(*args)
+
+    monkeypatch.setattr(parallel, "_fork", fork_while_locked)
+    monkeypatch.setattr(parallel, "CHILD_MIN_SECONDS", 5.0)
+    daemon.full_pass(probe=False)
+    assert not [r for r in caplog.records if "verification worker" in r.getMessage()]
+    assert daemon.metrics.snapshot().source_errors["bundle"] == 1

@@ -6,6 +6,7 @@ import copyreg
 import hashlib
 import ipaddress
 import re
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,7 +113,7 @@ def name_key(name: x509.Name) -> tuple[tuple[str, str], ...]:
     out = []
     for attr in name:
         value = attr.value if isinstance(attr.value, str) else attr.value.hex()
-        out.append((attr.oid.dotted_string, " ".join(value.split()).casefold()))
+        out.append((sys.intern(attr.oid.dotted_string), " ".join(value.split()).casefold()))
     return tuple(out)
 
 

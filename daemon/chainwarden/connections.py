@@ -7,6 +7,7 @@ import ipaddress
 import json
 import os
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -553,9 +554,10 @@ def _key_path(path: KeyPath) -> str:
 
 
 def _resolve(json_path: str, target: str) -> str:
+    # Interned: thousands of connections may name one shared bundle, and the daemon keeps each path.
     if os.path.isabs(target):
-        return target
-    return os.path.join(os.path.dirname(json_path), target)
+        return sys.intern(target)
+    return sys.intern(os.path.join(os.path.dirname(json_path), target))
 
 
 def _kind(value: Any) -> str:

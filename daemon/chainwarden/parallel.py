@@ -59,7 +59,7 @@ def map_chunks(
     work: Callable[[Sequence[Job]], list[Out]],
     workers: int,
     *,
-    child_min_seconds: float = CHILD_MIN_SECONDS,
+    child_min_seconds: float | None = None,
 ) -> list[Out]:
     """work(jobs), computed in `workers` processes (this one included), results in the order of `jobs`."""
     if workers <= 1 or len(jobs) < 2:
@@ -69,7 +69,8 @@ def map_chunks(
     children = [_fork(chunk, work) for chunk in chunks[1:]]
     started = time.monotonic()
     results = work(chunks[0])
-    allowance = max(child_min_seconds, (time.monotonic() - started) * CHILD_SLOWDOWN)
+    floor = CHILD_MIN_SECONDS if child_min_seconds is None else child_min_seconds
+    allowance = max(floor, (time.monotonic() - started) * CHILD_SLOWDOWN)
     deadline = time.monotonic() + allowance
     for chunk, child in zip(chunks[1:], children, strict=True):
         received = _collect(child, deadline) if child is not None else None

@@ -96,11 +96,11 @@ class Inventory:
                 return True
         return fingerprint(path) == self.fingerprints[path]
 
-    _users: tuple[tuple[ConnectionFile, ...], dict[str, set[tuple[str, str]]]] | None = field(
+    _users: tuple[tuple[ConnectionFile, ...], dict[str, tuple[tuple[str, str], ...]]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
-    def bundle_users(self) -> dict[str, set[tuple[str, str]]]:
+    def bundle_users(self) -> dict[str, tuple[tuple[str, str], ...]]:
         """Reverse index: bundle or client_cert path -> connections that use it (shared: do not modify).
 
         Kept until a connection file is read again (ConnectionFile values are immutable), so that
@@ -110,12 +110,14 @@ class Inventory:
         if self._users is not None and len(self._users[0]) == len(files):
             if all(a is b for a, b in zip(self._users[0], files, strict=True)):
                 return self._users[1]
-        users: dict[str, set[tuple[str, str]]] = {}
+        found: dict[str, dict[tuple[str, str], None]] = {}
         for cf in files:
             for conn in cf.connections:
                 for path in (conn.server_cert_path, conn.client_cert_path):
                     if path:
-                        users.setdefault(path, set()).add((conn.file, conn.name))
+                        found.setdefault(path, {})[(conn.file, conn.name)] = None
+        # Tuples, not sets: kept for every bundle of a large site, a set costs four times the memory.
+        users = {path: tuple(keys) for path, keys in found.items()}
         self._users = (files, users)
         return users
 
@@ -432,7 +434,7 @@ class Daemon:
                 new_endpoints |= self.inventory.endpoints() - before
             if path in users or path in self.inventory.bundles:
                 self._read_bundle(self.inventory, path)
-                affected |= users.get(path, set())
+                affected.update(users.get(path, ()))
         users = self.inventory.bundle_users()
         for bundle_path in list(users):
             if bundle_path not in self.inventory.bundles:
@@ -442,7 +444,7 @@ class Daemon:
         for key in list(affected):
             shared = by_key.get(key)
             if shared:
-                affected |= users[shared]
+                affected.update(users[shared])
         if new_endpoints and self.config.verify_probe:
             self._probe(new_endpoints)
         self._evaluate(affected)
