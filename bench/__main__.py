@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--changes", type=int, help="figure 2: bundle replacements (default 200)")
     parser.add_argument("--idle", type=float, help="figure 4: idle seconds (default 60)")
     parser.add_argument("--k", type=int, help="figure 5: TLS endpoints (default 500)")
-    parser.add_argument("--repeats", type=int, help="figure 1: fresh-process runs, median kept (default 3)")
+    parser.add_argument("--repeats", type=int, help="figure 1: fresh-process runs, median kept (default 5)")
     parser.add_argument("--regenerate", action="store_true", help="generate the corpus again even if cached")
     parser.add_argument("--json", type=Path, help="also write every raw measurement to this file")
     args = parser.parse_args(argv)
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     changes = args.changes or (40 if quick else 200)
     idle = args.idle or (10.0 if quick else 60.0)
     k = args.k or (100 if quick else 500)
-    repeats = args.repeats or (1 if quick else 3)
+    repeats = args.repeats or (1 if quick else 5)
     wanted = {int(x) for x in args.figures.split(",")}
     daemon_n = max(sizes)
 

@@ -222,3 +222,15 @@ def test_workers_never_wait_for_a_lock_held_when_they_were_forked(tmp_path, smal
     daemon.full_pass(probe=False)
     assert not [r for r in caplog.records if "verification worker" in r.getMessage()]
     assert daemon.metrics.snapshot().source_errors["bundle"] == 1
+
+
+def test_workers_are_reaped_when_the_parent_share_fails():
+    def work(share):
+        if os.getpid() == PARENT:
+            raise KeyboardInterrupt  # Ctrl-C during `check`, or any failure in the parent's share
+        return [0] * len(share) * 100_000  # a payload larger than the pipe holds: the worker blocks
+
+    with pytest.raises(KeyboardInterrupt):
+        parallel.map_chunks(list(range(10)), work, 3)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)

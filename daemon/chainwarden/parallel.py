@@ -66,9 +66,14 @@ def map_chunks(
         return work(jobs)
     size = -(-len(jobs) // workers)
     chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
-    children = [_fork(chunk, work) for chunk in chunks[1:]]
-    started = time.monotonic()
-    results = work(chunks[0])
+    children: list[_Child | None] = []
+    try:
+        children.extend(_fork(chunk, work) for chunk in chunks[1:])
+        started = time.monotonic()
+        results = work(chunks[0])
+    except BaseException:
+        _abandon(children)  # no worker may outlive the pass, blocked on a pipe nobody reads
+        raise
     floor = CHILD_MIN_SECONDS if child_min_seconds is None else child_min_seconds
     allowance = max(floor, (time.monotonic() - started) * CHILD_SLOWDOWN)
     deadline = time.monotonic() + allowance
@@ -158,6 +163,18 @@ def _collect(child: _Child, deadline: float) -> list[Any] | None:
         log.warning("a verification worker process sent unreadable results; its share is verified again")
         return None
     return received
+
+
+def _abandon(children: Sequence[_Child | None]) -> None:
+    for child in children:
+        if child is None:
+            continue
+        os.close(child.fd)
+        try:
+            os.kill(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(child.pid, 0)
 
 
 def _describe_status(status: int) -> str:
