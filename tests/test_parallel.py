@@ -155,9 +155,9 @@ def test_parallel_pass_equals_one_process(tmp_path, small_shares, monkeypatch):
 
 
 def _cached(paths, config):
-    from chainwarden.checker import cached_chains, selected
+    from chainwarden.checker import cached_chains
 
-    return cached_chains(selected(read_inputs(paths, now=NOW), None), config)
+    return cached_chains(config)
 
 
 def test_daemon_first_pass_in_workers_keeps_what_change_detection_needs(tmp_path, small_shares):

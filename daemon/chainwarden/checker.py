@@ -131,21 +131,18 @@ class ChainLookup(Mapping[Any, Presented]):
         return len(self.known)
 
 
-def cached_chains(connections: Iterable[Connection], config: Config) -> dict[ProbeKey, Presented]:
-    """Offline: the chains the daemon last saw (under [state] dir), where it has run on this host."""
-    cache = ChainCache(Path(config.state_dir) / "chains")
-    out: dict[ProbeKey, Presented] = {}
-    for conn in connections:
-        chain = cache.load(conn.host, conn.port)
-        if chain:
-            out[(conn.host, conn.port, None)] = Presented(chain, "cache")
-    return out
+def cached_chains(config: Config) -> ChainLookup:
+    """Offline: the chains the daemon last saw (under [state] dir), where it has run on this host;
+    each is loaded when first needed (in a worker process, for that worker's share)."""
+    return ChainLookup({}, ChainCache(Path(config.state_dir) / "chains"))
 
 
-def presented_chains(connections: list[Connection], config: Config, *, offline: bool) -> dict[ProbeKey, Presented]:
+def presented_chains(
+    connections: list[Connection], config: Config, *, offline: bool
+) -> Mapping[ProbeKey, Presented]:
     """What `check` and `fix` verify against: live probes, else the daemon's cached chains."""
     if offline or not config.verify_probe:
-        return cached_chains(connections, config)
+        return cached_chains(config)
     return probe_connections(connections, config)
 
 
