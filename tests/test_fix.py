@@ -114,6 +114,29 @@ def test_fix_completes_from_aia_in_every_format(make_site, capsys, route_factory
     assert plan["bundles"][0]["added"][0]["origin"].startswith(("aia:", "cache:"))
 
 
+def test_resubmission_keeps_relative_paths_of_untouched_connections_working(make_site, capsys):
+    """The resubmission lives in the outbox: a relative server_cert it does not change must still name the
+    same bundle from there (relative paths are read from the JSON's own folder)."""
+    site = make_site()
+    (site.tmp / "pki" / "crm.pem").write_bytes(pkigen.pem_bundle(site.inter, site.root))
+    two = site.source_text.replace(
+        '\n  }\n}',
+        ',\n    "crm": {"baseurl": "https://crm.invalid", "server_cert": "pki/crm.pem"},\n'
+        '    "hr": {"baseurl": "https://hr.invalid", "server_cert": "%s"}\n  }\n}' % (site.tmp / "pki" / "crm.pem"),
+    )
+    site.json.write_text(two)
+    _, out = site.fix(capsys, "--write")  # exit 2: crm and hr have no reachable endpoint
+    assert out["files"][0]["written"] is True, out
+    output = Path(out["files"][0]["output"])
+    written = json.loads(output.read_text())["external_connections"]
+    assert written["crm"]["server_cert"] == os.path.relpath(site.tmp / "pki" / "crm.pem", output.parent)
+    assert written["hr"]["server_cert"] == str(site.tmp / "pki" / "crm.pem")  # absolute: left alone
+    assert set(out["files"][0]["connections"]) == {"erp"}  # only erp is reported as fixed
+    cli_main(["check", str(output), "--offline", "--config", str(site.config), "--format", "json"])
+    checked = json.loads(capsys.readouterr().out)
+    assert not [p for r in checked["results"] for p in r["problems"] if p["code"] == "bundle_unreadable"]
+
+
 def test_write_then_rerun_writes_nothing(make_site, capsys):
     """--write writes a content-named bundle and the JSON; a re-run writes nothing and the source is untouched."""
     site = make_site()

@@ -346,7 +346,10 @@ def plan_file(
                     os.path.relpath(target, os.path.dirname(output_json)) if relative else os.path.abspath(target)
                 )
     apply_at_text = format_apply_at(apply_at, connection_file.apply_at_raw)
-    new_json = rewrite_connection_json(source_bytes, server_certs=server_certs, apply_at=apply_at_text)
+    relocated = _relocated_paths(connection_file, server_certs, os.path.dirname(output_json))
+    new_json = rewrite_connection_json(
+        source_bytes, server_certs={**relocated, **server_certs}, apply_at=apply_at_text
+    )
     return FilePlan(
         connection_file.path,
         source_bytes,
@@ -358,6 +361,19 @@ def plan_file(
         apply_at_text,
         connection_file.apply_at,
     )
+
+
+def _relocated_paths(connection_file: ConnectionFile, fixed: Mapping[str, str], out_dir: str) -> dict[str, str]:
+    """Relative server_cert paths of the connections left as they are, rewritten to name the same files
+    from the resubmission's folder (a relative path is read from the JSON's own folder)."""
+    moved = {}
+    for conn in connection_file.connections:
+        if conn.name in fixed or os.path.isabs(conn.server_cert):
+            continue
+        from_outbox = os.path.relpath(conn.server_cert_path, out_dir)
+        if from_outbox != conn.server_cert:
+            moved[conn.name] = from_outbox
+    return moved
 
 
 def _current_path(result: Result | None, reading: BundleReading) -> tuple[CertInfo, ...]:
