@@ -345,6 +345,9 @@ def test_force_polling_config(tmp_path):
 def test_unreachable_endpoint_uses_cached_chain(site):
     """An endpoint that goes away: probe_success 0, endpoint_unreachable, bundle still checked on the cached leaf."""
     with DaemonProcess(site.config) as daemon:
+        # A live probe, not the start-up pass (complete already, from the bundle's own structure),
+        # is what writes the cached chain this test needs.
+        daemon.wait_value("chainwarden_endpoint_probe_success", 1.0, file=str(site.json), connection="erp")
         wait_complete(daemon, site, 1.0)
     site.servers[0].stop()
     with DaemonProcess(site.config) as daemon:

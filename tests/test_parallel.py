@@ -8,6 +8,7 @@ import logging
 import os
 import pickle
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -232,5 +233,41 @@ def test_workers_are_reaped_when_the_parent_share_fails():
 
     with pytest.raises(KeyboardInterrupt):
         parallel.map_chunks(list(range(10)), work, 3)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
+
+
+def test_cancel_stops_waiting_for_workers():
+    calls = []
+
+    def cancelled():
+        calls.append(1)
+        return len(calls) > 2
+
+    started = time.monotonic()
+    with pytest.raises(parallel.Cancelled):
+        parallel.map_chunks(list(range(12)), _fails_in_children("hang"), 3, cancelled=cancelled)
+    assert time.monotonic() - started < parallel.CHILD_MIN_SECONDS  # did not wait for the deadline
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
+
+
+def test_sigterm_during_the_first_pass_does_not_wait_for_workers(tmp_path, small_shares, monkeypatch):
+    """systemd allows 15 s to stop: a stop request ends the first pass at once, workers included."""
+    base, state = _site(tmp_path)
+    config = Config(
+        watch_connections=tuple(str(p) for p in sorted(base.glob("conn-*.json"))),
+        verify_probe=False,
+        state_dir=str(state),
+        verify_workers=2,
+    )
+    daemon = Daemon(config, clock=lambda: NOW)
+    monkeypatch.setattr(parallel, "_child_main", lambda *args: time.sleep(3600))  # a worker that hangs
+    timer = threading.Timer(0.5, daemon.request_stop)
+    timer.start()
+    started = time.monotonic()
+    daemon.run_forever()
+    timer.join()
+    assert time.monotonic() - started < 5
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)

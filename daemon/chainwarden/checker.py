@@ -170,6 +170,7 @@ def evaluate_pass(
     at_apply: bool = False,
     only: set[tuple[str, str]] | None = None,
     parallel: bool = True,
+    cancelled: Callable[[], bool] | None = None,
 ) -> list[Result]:
     """One Result per selected connection, plus one per file that has file-level problems.
 
@@ -220,7 +221,7 @@ def evaluate_pass(
         return out
 
     workers = worker_count(config.verify_workers, len(jobs)) if parallel else 1
-    evaluated = map_chunks(jobs, work, workers)
+    evaluated = map_chunks(jobs, work, workers, cancelled=cancelled)
     if lazy is not None:
         for _, records in evaluated:
             lazy.adopt(records)  # what worker processes read; a no-op for this process's own reads

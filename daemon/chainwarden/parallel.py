@@ -48,6 +48,10 @@ def worker_count(setting: int, jobs: int) -> int:
     return max(1, min(wanted, jobs // MIN_JOBS_PER_WORKER))
 
 
+class Cancelled(Exception):
+    """The caller asked to stop while workers were still busy; they are gone, and the pass is abandoned."""
+
+
 @dataclass
 class _Child:
     pid: int
@@ -60,8 +64,13 @@ def map_chunks(
     workers: int,
     *,
     child_min_seconds: float | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> list[Out]:
-    """work(jobs), computed in `workers` processes (this one included), results in the order of `jobs`."""
+    """work(jobs), computed in `workers` processes (this one included), results in the order of `jobs`.
+
+    While waiting for workers, `cancelled()` is asked a few times a second: when it says yes, the
+    workers are stopped and Cancelled is raised (a daemon told to stop does not wait for them).
+    """
     if workers <= 1 or len(jobs) < 2:
         return work(jobs)
     size = -(-len(jobs) // workers)
@@ -77,8 +86,12 @@ def map_chunks(
     floor = CHILD_MIN_SECONDS if child_min_seconds is None else child_min_seconds
     allowance = max(floor, (time.monotonic() - started) * CHILD_SLOWDOWN)
     deadline = time.monotonic() + allowance
-    for chunk, child in zip(chunks[1:], children, strict=True):
-        received = _collect(child, deadline) if child is not None else None
+    for index, (chunk, child) in enumerate(zip(chunks[1:], children, strict=True)):
+        try:
+            received = _collect(child, deadline, cancelled) if child is not None else None
+        except Cancelled:
+            _abandon(children[index + 1 :])
+            raise
         if received is None:
             received = work(chunk)
         results.extend(received)
@@ -127,10 +140,10 @@ def _child_main(read_fd: int, write_fd: int, chunk: Sequence[Any], work: Callabl
         os._exit(code)
 
 
-def _collect(child: _Child, deadline: float) -> list[Any] | None:
+def _collect(child: _Child, deadline: float, cancelled: Callable[[], bool] | None = None) -> list[Any] | None:
     """The child's results, or None (it failed or ran out of time, and is gone) so the parent does them."""
     parts: list[bytes] = []
-    timed_out = False
+    timed_out = stop = False
     poller = select.poll()  # not select(): a daemon may hold descriptors past FD_SETSIZE
     poller.register(child.fd, select.POLLIN)
     try:
@@ -139,7 +152,10 @@ def _collect(child: _Child, deadline: float) -> list[Any] | None:
             if left <= 0:
                 timed_out = True
                 break
-            if not poller.poll(left * 1000):
+            if cancelled is not None and cancelled():
+                stop = True
+                break
+            if not poller.poll(min(left, 0.2) * 1000):
                 continue
             part = os.read(child.fd, 1 << 16)  # a pipe holds 64 KiB
             if not part:
@@ -147,12 +163,14 @@ def _collect(child: _Child, deadline: float) -> list[Any] | None:
             parts.append(part)
     finally:
         os.close(child.fd)
-    if timed_out:
+    if timed_out or stop:
         try:
             os.kill(child.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     _, status = os.waitpid(child.pid, 0)
+    if stop:
+        raise Cancelled
     if timed_out or not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
         why = "did not finish in time" if timed_out else f"failed ({_describe_status(status)})"
         log.warning("a verification worker process %s; its share is verified in the daemon process", why)

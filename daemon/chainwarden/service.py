@@ -37,6 +37,7 @@ from .gcpolicy import tune_collector
 from .logsetup import setup_logging
 from .metrics import ChainwardenCollector, ConnectionState, FastExposition, MetricsState
 from .notify import sd_notify, watchdog_interval
+from .parallel import Cancelled
 from .probe import ProbeResult, probe_many
 from .report import Result, overall_exit_code
 from .roots import RootStore, forget_loaded_stores, load_root_store
@@ -214,6 +215,7 @@ class Daemon:
         self._watcher: Watcher | None = None
         self._scheduler: BackgroundScheduler | None = None
         self._stopping = threading.Event()
+        self._stop_requested = threading.Event()  # set by SIGTERM at once, even in the middle of a pass
         self._timers: list[threading.Timer] = []
         self._store: RootStore | None = None
         self._chain_cache = ChainCache(Path(config.state_dir) / "chains")
@@ -304,6 +306,7 @@ class Daemon:
         self.commands.put(Command("reload"))
 
     def request_stop(self) -> None:
+        self._stop_requested.set()
         self.commands.put(Command("stop"))
 
     # The worker --------------------------------------------------------------
@@ -312,7 +315,11 @@ class Daemon:
         # Cached chains first, so metrics exist at once; state changes are logged from the first
         # live pass on, so start-up does not log a transient verdict for every connection.
         self._log_enabled = not self.config.verify_probe
-        self.full_pass(probe=False)
+        try:
+            self.full_pass(probe=False)
+        except Cancelled:
+            log.info("stop requested during the first pass; its worker processes were stopped")
+            return
         self._log_enabled = True
         sd_notify("READY=1\nSTATUS=" + self._summary())
         self._start_watchdog_pinger()
@@ -329,6 +336,8 @@ class Daemon:
                 continue
             try:
                 self._handle(command)
+            except Cancelled:
+                continue  # a stop request: the stop command is next in the queue
             except Exception:  # noqa: BLE001 - the worker must survive any single failure
                 log.exception("verification failed unexpectedly; the daemon keeps running")
                 self.metrics.count_source_error("internal")
@@ -587,6 +596,7 @@ class Daemon:
             store=self._store_for(),
             only=only,
             parallel=not self._evaluated_once,
+            cancelled=self._stop_requested.is_set,
         )
         self._evaluated_once = True
         self._settle_bundles()
