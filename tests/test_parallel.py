@@ -72,7 +72,7 @@ def test_a_failing_worker_costs_time_never_a_result(mode, said, caplog):
     caplog.set_level(logging.WARNING, logger="chainwarden")
     out = parallel.map_chunks(list(range(20)), _fails_in_children(mode), 2, child_min_seconds=1.0)
     assert out == [n + 1 for n in range(20)]
-    assert any(said in r.getMessage() and "verified in the daemon process" in r.getMessage() for r in caplog.records)
+    assert any(said in r.getMessage() and "verified by the main process" in r.getMessage() for r in caplog.records)
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)  # no child left behind, not even the killed one
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from .parallel import map_chunks, worker_count
 from .probe import ProbeResult, probe_many
 from .report import Result
 from .roots import RootStore, load_root_store
+
+log = logging.getLogger("chainwarden")
 
 ProbeKey = tuple[str, int, str | None]
 Prober = Callable[..., Mapping[ProbeKey, ProbeResult]]
@@ -221,6 +224,8 @@ def evaluate_pass(
         return out
 
     workers = worker_count(config.verify_workers, len(jobs)) if parallel else 1
+    if workers > 1:
+        log.info("verifying %d connections in %d processes", len(jobs), workers)
     evaluated = map_chunks(jobs, work, workers, cancelled=cancelled)
     if lazy is not None:
         for _, records in evaluated:

@@ -46,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
+OFFLINE_HELP = "do not probe endpoints (use the daemon's cached chains, else leaves in bundles)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chainwarden",
@@ -62,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = add("check", "verify connection bundles (or one bundle) against the endpoint's chain")
     check.add_argument("files", nargs="*", metavar="CONNECTIONS.json")
     check.add_argument("--connection", metavar="NAME", help="only this connection")
-    check.add_argument("--offline", action="store_true", help="do not probe endpoints")
+    check.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
     check.add_argument("--bundle", metavar="BUNDLE", help="check one bundle instead of connection files")
     check.add_argument("--chain", metavar="PRESENTED.pem", help="the endpoint's presented chain, leaf first")
     check.add_argument("--host", metavar="NAME", help="the name the endpoint's certificate must carry")
@@ -75,14 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("--connection", metavar="NAME")
     fix.add_argument("--outbox", metavar="DIR", help="where to write (default: [regenerate] outbox)")
     fix.add_argument("--write", action="store_true", help="write the files (default: show the plan)")
-    fix.add_argument("--offline", action="store_true", help="do not probe endpoints (use leaves in bundles)")
+    fix.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
     fix.add_argument("--format", choices=("text", "json"), default="text")
     fix.set_defaults(handler=_cmd_fix)
 
     fetch = add("fetch-chain", "print the chain an endpoint presents, as PEM (leaf first)")
     fetch.add_argument("target", metavar="HOST[:PORT]")
     fetch.add_argument("--servername", metavar="NAME", help="SNI name (default: HOST)")
-    fetch.add_argument("--timeout", type=float, metavar="SECONDS")
+    fetch.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="connect and handshake deadline (default: [verify] timeout)"
+    )
     fetch.set_defaults(handler=_cmd_fetch_chain)
 
     inspect = add("inspect", "list every block of a bundle: role, subject, issuer, expiry, fingerprint")

@@ -102,7 +102,7 @@ def _fork(chunk: Sequence[Job], work: Callable[[Sequence[Job]], list[Out]]) -> _
     try:
         read_fd, write_fd = os.pipe()
     except OSError as exc:
-        log.warning("cannot start a verification worker (%s); verifying in the daemon process", exc.strerror)
+        log.warning("cannot start a verification worker (%s); its share is verified by the main process", exc.strerror)
         return None
     try:
         with warnings.catch_warnings():
@@ -112,7 +112,7 @@ def _fork(chunk: Sequence[Job], work: Callable[[Sequence[Job]], list[Out]]) -> _
     except OSError as exc:
         os.close(read_fd)
         os.close(write_fd)
-        log.warning("cannot start a verification worker (%s); verifying in the daemon process", exc.strerror)
+        log.warning("cannot start a verification worker (%s); its share is verified by the main process", exc.strerror)
         return None
     if pid == 0:
         _child_main(read_fd, write_fd, chunk, work)
@@ -173,7 +173,7 @@ def _collect(child: _Child, deadline: float, cancelled: Callable[[], bool] | Non
         raise Cancelled
     if timed_out or not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
         why = "did not finish in time" if timed_out else f"failed ({_describe_status(status)})"
-        log.warning("a verification worker process %s; its share is verified in the daemon process", why)
+        log.warning("a verification worker process %s; its share is verified by the main process", why)
         return None
     try:
         received: list[Any] = pickle.loads(b"".join(parts))
