@@ -65,12 +65,12 @@ def _fails_in_children(mode):
         ("exit", "failed (exit status 7)"),
         ("raise", "failed (exit status 1)"),
         ("signal", "failed (killed by signal 9)"),
-        ("hang", "did not finish in time"),
+        ("hang", "stopped making progress"),
     ],
 )
 def test_a_failing_worker_costs_time_never_a_result(mode, said, caplog):
     caplog.set_level(logging.WARNING, logger="chainwarden")
-    out = parallel.map_chunks(list(range(20)), _fails_in_children(mode), 2, child_min_seconds=1.0)
+    out = parallel.map_chunks(list(range(20)), _fails_in_children(mode), 2, stall_seconds=1.0)
     assert out == [n + 1 for n in range(20)]
     assert any(said in r.getMessage() and "verified by the main process" in r.getMessage() for r in caplog.records)
     with pytest.raises(ChildProcessError):
@@ -219,7 +219,7 @@ def test_workers_never_wait_for_a_lock_held_when_they_were_forked(tmp_path, smal
             return real_fork(*args)
 
     monkeypatch.setattr(parallel, "_fork", fork_while_locked)
-    monkeypatch.setattr(parallel, "CHILD_MIN_SECONDS", 5.0)
+    monkeypatch.setattr(parallel, "STALL_SECONDS", 5.0)
     daemon.full_pass(probe=False)
     assert not [r for r in caplog.records if "verification worker" in r.getMessage()]
     assert daemon.metrics.snapshot().source_errors["bundle"] == 1
@@ -247,7 +247,7 @@ def test_cancel_stops_waiting_for_workers():
     started = time.monotonic()
     with pytest.raises(parallel.Cancelled):
         parallel.map_chunks(list(range(12)), _fails_in_children("hang"), 3, cancelled=cancelled)
-    assert time.monotonic() - started < parallel.CHILD_MIN_SECONDS  # did not wait for the deadline
+    assert time.monotonic() - started < parallel.STALL_SECONDS  # did not wait to judge it stalled
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)
 
@@ -271,3 +271,125 @@ def test_sigterm_during_the_first_pass_does_not_wait_for_workers(tmp_path, small
     assert time.monotonic() - started < 5
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)
+
+
+def test_one_stalled_worker_does_not_cost_the_others_their_results(caplog):
+    """Only the stuck share is done again; workers that finished meanwhile are collected."""
+    caplog.set_level(logging.WARNING, logger="chainwarden")
+    done_here: list[int] = []
+
+    def work(share):
+        if os.getpid() == PARENT:
+            done_here.append(share[0])
+        elif share[0] == 3:
+            time.sleep(3600)  # the behaviour under test: a worker stuck without using CPU
+        return [n * 10 for n in share]
+
+    out = parallel.map_chunks(list(range(12)), work, 4, stall_seconds=1.0)
+    assert out == [n * 10 for n in range(12)]
+    assert done_here == [0, 3]  # its own share, then the stuck one's
+    assert len([r for r in caplog.records if "stopped making progress" in r.getMessage()]) == 1
+
+
+def _busy(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_a_slow_worker_that_keeps_computing_is_waited_for(caplog):
+    """Uneven shares: the parent's is instant, a worker's takes longer than the stall limit, but it
+    uses CPU all along, so it is not taken for stuck."""
+    caplog.set_level(logging.WARNING, logger="chainwarden")
+
+    def work(share):
+        if os.getpid() != PARENT:
+            _busy(2.0)
+        return list(share)
+
+    assert parallel.map_chunks(list(range(4)), work, 2, stall_seconds=0.7) == [0, 1, 2, 3]
+    assert not caplog.records
+
+
+WORKER_OUTLIVES = """
+import os, sys, time
+sys.path.insert(0, sys.argv[2])
+from chainwarden import parallel
+parent = os.getpid()
+def work(share):
+    if os.getpid() != parent:
+        with open(sys.argv[1], "w") as f:
+            f.write(str(os.getpid()))
+        while True:
+            pass
+    return list(share)
+parallel.map_chunks(list(range(4)), work, 2, stall_seconds=3600)
+"""
+
+
+def _gone(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"  # killed, waiting for init to reap it
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_workers_die_with_their_parent(tmp_path):
+    """A `check` or daemon killed by PID (SIGKILL, or a signal to the main process only) leaves no worker."""
+    import subprocess
+    import sys
+
+    pid_file = tmp_path / "worker.pid"
+    repo = Path(__file__).resolve().parent.parent / "daemon"
+    parent = subprocess.Popen([sys.executable, "-c", WORKER_OUTLIVES, str(pid_file), str(repo)])
+    try:
+        deadline = time.monotonic() + 20
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert time.monotonic() < deadline and parent.poll() is None
+            time.sleep(0.02)
+        worker = int(pid_file.read_text())
+        assert not _gone(worker)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while not _gone(worker):
+        assert time.monotonic() < deadline, "the worker outlived its parent"
+        time.sleep(0.02)
+
+
+def test_a_bundle_that_changes_during_the_first_pass_is_judged_again(tmp_path, small_shares, monkeypatch):
+    """Two processes that read two versions of a shared bundle judged its users inconsistently: the
+    daemon forgets that bundle's fingerprint and looks at its folder again."""
+    from chainwarden import service
+
+    base, state = _site(tmp_path)
+    shared = str(base / "pki" / "shared.pem")
+    real = service._fingerprint_and_data
+
+    def older_in_workers(path):
+        if path == shared and os.getpid() != PARENT:
+            data = pkigen.pem_bundle(pkigen.make_root("Before The Edit Root CA"))
+            return f"{len(data)}:before", data
+        return real(path)
+
+    monkeypatch.setattr(service, "_fingerprint_and_data", older_in_workers)
+    config = Config(
+        watch_connections=tuple(str(p) for p in sorted(base.glob("conn-*.json"))),
+        verify_probe=False,
+        state_dir=str(state),
+        verify_workers=2,
+    )
+    daemon = Daemon(config, clock=lambda: NOW)
+    daemon.full_pass(probe=False)
+    assert not daemon.inventory.unchanged(shared)
+    queued = daemon.commands.get_nowait()
+    assert queued.kind == "folders" and str(base / "pki") in queued.folders
+    monkeypatch.setattr(service, "_fingerprint_and_data", real)
+    daemon.changed_folders(set(queued.folders))
+    alone = Daemon(Config(**{**_fields(config), "verify_workers": 1}), clock=lambda: NOW)
+    alone.full_pass(probe=False)
+    judged = {k: s.result.to_json() for k, s in daemon.metrics.connection_states().items()}
+    assert judged == {k: s.result.to_json() for k, s in alone.metrics.connection_states().items()}

@@ -166,7 +166,13 @@ def parsed_once(block: bytes, parse: Callable[[bytes], x509.Certificate]) -> x50
 
 
 def _certificate_from_der(der: bytes) -> x509.Certificate:
-    return parsed_once(der, x509.load_der_x509_certificate)
+    return parsed_once(der, _load_der_quietly)
+
+
+def _load_der_quietly(der: bytes) -> x509.Certificate:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a negative serial number, say: reported elsewhere, never printed
+        return x509.load_der_x509_certificate(der)
 
 
 def _reduce_certificate(cert: x509.Certificate) -> tuple[Callable[[bytes], x509.Certificate], tuple[bytes]]:
@@ -351,10 +357,11 @@ def signature_error(child: CertInfo, issuer: CertInfo) -> str | None:
 
 
 # An issuer's public key, loaded once: a CA's key checks the signature of every certificate it issued.
-_PUBLIC_KEYS: dict[str, PublicKeyTypes | Exception] = {}
+# A key that cannot be loaded is kept as its reason (a kept exception would grow a traceback per raise).
+_PUBLIC_KEYS: dict[str, PublicKeyTypes | str] = {}
 
 
-def _public_key(issuer: CertInfo) -> PublicKeyTypes:
+def _public_key(issuer: CertInfo) -> PublicKeyTypes | str:
     found = _PUBLIC_KEYS.get(issuer.sha256)
     if found is None:
         try:
@@ -362,18 +369,18 @@ def _public_key(issuer: CertInfo) -> PublicKeyTypes:
                 warnings.simplefilter("ignore")
                 found = issuer.cert.public_key()
         except (UnsupportedAlgorithm, ValueError, TypeError) as exc:
-            found = exc
+            found = f"signature could not be checked: {exc}"
         if len(_PUBLIC_KEYS) >= _CACHE_LIMIT:
             _PUBLIC_KEYS.clear()
         _PUBLIC_KEYS[issuer.sha256] = found
-    if isinstance(found, Exception):
-        raise found
     return found
 
 
 def _check_signature(child: x509.Certificate, issuer: CertInfo) -> str | None:
+    public_key = _public_key(issuer)
+    if isinstance(public_key, str):
+        return public_key
     try:
-        public_key = _public_key(issuer)
         sig = child.signature
         data = child.tbs_certificate_bytes
         if isinstance(public_key, rsa.RSAPublicKey):

@@ -2,12 +2,13 @@
 
 The evaluation is pure Python and CPU-bound, so threads would not help. A forked child shares the
 parent's inputs copy-on-write: only its results travel back, pickled through a pipe. Whatever goes
-wrong in a child (it cannot be forked, it crashes, it hangs past a deadline) costs time, never a
-result: the parent then evaluates that share itself.
+wrong in a child (it cannot be forked, it crashes, it stops making progress) costs time, never a
+result: the parent then evaluates that share itself. A child dies with its parent.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import os
@@ -17,7 +18,7 @@ import signal
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 log = logging.getLogger("chainwarden")
@@ -28,9 +29,10 @@ Out = TypeVar("Out")
 # Below this many jobs per process, forking and pickling cost more than they save.
 MIN_JOBS_PER_WORKER = 500
 MAX_AUTO_WORKERS = 8
-# A child gets this long, or this many times the parent's own share of the work, whichever is longer.
-CHILD_MIN_SECONDS = 20.0
-CHILD_SLOWDOWN = 5.0
+# A worker that has neither used CPU time nor sent anything for this long is stuck (a lock it
+# inherited held, say), not slow: it is stopped and its share done again.
+STALL_SECONDS = 10.0
+_CPU_CHECK_SECONDS = 0.5
 
 
 def usable_cpus() -> int:
@@ -56,6 +58,11 @@ class Cancelled(Exception):
 class _Child:
     pid: int
     fd: int
+    parts: list[bytes] = field(default_factory=list)
+    cpu: int | None = None  # CPU clock ticks last seen
+    progress: float = 0.0  # monotonic time it last used CPU or sent data
+    done: bool = False  # reaped; fd closed
+    result: list[Any] | None = None
 
 
 def map_chunks(
@@ -63,7 +70,7 @@ def map_chunks(
     work: Callable[[Sequence[Job]], list[Out]],
     workers: int,
     *,
-    child_min_seconds: float | None = None,
+    stall_seconds: float | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> list[Out]:
     """work(jobs), computed in `workers` processes (this one included), results in the order of `jobs`.
@@ -78,21 +85,22 @@ def map_chunks(
     children: list[_Child | None] = []
     try:
         children.extend(_fork(chunk, work) for chunk in chunks[1:])
-        started = time.monotonic()
         results = work(chunks[0])
+        # Every worker is collected before any failed share is done again here: a worker that has
+        # finished meanwhile must not be judged by the time that redoing took.
+        _collect(
+            [c for c in children if c is not None],
+            STALL_SECONDS if stall_seconds is None else stall_seconds,
+            cancelled,
+        )
     except BaseException:
         _abandon(children)  # no worker may outlive the pass, blocked on a pipe nobody reads
         raise
-    floor = CHILD_MIN_SECONDS if child_min_seconds is None else child_min_seconds
-    allowance = max(floor, (time.monotonic() - started) * CHILD_SLOWDOWN)
-    deadline = time.monotonic() + allowance
-    for index, (chunk, child) in enumerate(zip(chunks[1:], children, strict=True)):
-        try:
-            received = _collect(child, deadline, cancelled) if child is not None else None
-        except Cancelled:
-            _abandon(children[index + 1 :])
-            raise
+    for chunk, child in zip(chunks[1:], children, strict=True):
+        received = child.result if child is not None else None
         if received is None:
+            if cancelled is not None and cancelled():
+                raise Cancelled
             received = work(chunk)
         results.extend(received)
     return results
@@ -104,6 +112,7 @@ def _fork(chunk: Sequence[Job], work: Callable[[Sequence[Job]], list[Out]]) -> _
     except OSError as exc:
         log.warning("cannot start a verification worker (%s); its share is verified by the main process", exc.strerror)
         return None
+    parent = os.getpid()
     try:
         with warnings.catch_warnings():
             # Python 3.12+ warns on fork() with threads running; the child only computes and exits.
@@ -115,16 +124,19 @@ def _fork(chunk: Sequence[Job], work: Callable[[Sequence[Job]], list[Out]]) -> _
         log.warning("cannot start a verification worker (%s); its share is verified by the main process", exc.strerror)
         return None
     if pid == 0:
-        _child_main(read_fd, write_fd, chunk, work)
+        _child_main(parent, read_fd, write_fd, chunk, work)
     os.close(write_fd)
-    return _Child(pid, read_fd)
+    return _Child(pid, read_fd, progress=time.monotonic())
 
 
-def _child_main(read_fd: int, write_fd: int, chunk: Sequence[Any], work: Callable[[Sequence[Any]], list[Any]]) -> None:
+def _child_main(
+    parent: int, read_fd: int, write_fd: int, chunk: Sequence[Any], work: Callable[[Sequence[Any]], list[Any]]
+) -> None:
     """Evaluate, send the pickled results, and leave without running the parent's exit handlers."""
     code = 1
     try:
         os.close(read_fd)
+        _die_with(parent)
         # No collector in a child that lives for one share: it would rescan the parent's objects (time)
         # and write to their pages (memory shared copy-on-write); what cycles it leaves die with it.
         gc.disable()
@@ -140,59 +152,102 @@ def _child_main(read_fd: int, write_fd: int, chunk: Sequence[Any], work: Callabl
         os._exit(code)
 
 
-def _collect(child: _Child, deadline: float, cancelled: Callable[[], bool] | None = None) -> list[Any] | None:
-    """The child's results, or None (it failed or ran out of time, and is gone) so the parent does them."""
-    parts: list[bytes] = []
-    timed_out = stop = False
+def _die_with(parent: int) -> None:
+    """Be killed when the parent dies (Linux), so that no worker outlives a killed `check` or daemon."""
+    try:
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # it died before that took effect
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _collect(children: list[_Child], stall_seconds: float, cancelled: Callable[[], bool] | None) -> None:
+    """Read every worker's results as they come (a full pipe would block it), into child.result.
+
+    A worker that fails, or stalls (no CPU time used and nothing sent for `stall_seconds`), is
+    stopped and keeps result None. Cancelled when `cancelled()` says so, after stopping them all.
+    """
     poller = select.poll()  # not select(): a daemon may hold descriptors past FD_SETSIZE
-    poller.register(child.fd, select.POLLIN)
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                timed_out = True
-                break
-            if cancelled is not None and cancelled():
-                stop = True
-                break
-            if not poller.poll(min(left, 0.2) * 1000):
+    live = {child.fd: child for child in children}
+    for fd in live:
+        poller.register(fd, select.POLLIN)
+    next_cpu_check = time.monotonic() + _CPU_CHECK_SECONDS
+    while live:
+        if cancelled is not None and cancelled():
+            _abandon(list(live.values()))
+            raise Cancelled
+        for fd, _ in poller.poll(200):
+            child = live[fd]
+            part = os.read(fd, 1 << 16)  # a pipe holds 64 KiB
+            if part:
+                child.parts.append(part)
+                child.progress = time.monotonic()
                 continue
-            part = os.read(child.fd, 1 << 16)  # a pipe holds 64 KiB
-            if not part:
-                break
-            parts.append(part)
-    finally:
-        os.close(child.fd)
-    if timed_out or stop:
-        try:
-            os.kill(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            poller.unregister(fd)
+            del live[fd]
+            _finish(child, stalled=False)
+        now = time.monotonic()
+        if now < next_cpu_check:
+            continue
+        next_cpu_check = now + _CPU_CHECK_SECONDS
+        for fd, child in list(live.items()):
+            cpu = _cpu_ticks(child.pid)
+            if cpu is None or cpu != child.cpu:  # no /proc: only a stop request ends the wait
+                child.cpu, child.progress = cpu, now
+            elif now - child.progress > stall_seconds:
+                poller.unregister(fd)
+                del live[fd]
+                _finish(child, stalled=True)
+
+
+def _finish(child: _Child, *, stalled: bool) -> None:
+    """Reap the child (killing it first if it stalled) and unpickle what it sent, or log why not."""
+    os.close(child.fd)
+    if stalled:
+        _kill(child.pid)
     _, status = os.waitpid(child.pid, 0)
-    if stop:
-        raise Cancelled
-    if timed_out or not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
-        why = "did not finish in time" if timed_out else f"failed ({_describe_status(status)})"
+    child.done = True
+    if stalled or not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+        why = "stopped making progress" if stalled else f"failed ({_describe_status(status)})"
         log.warning("a verification worker process %s; its share is verified by the main process", why)
-        return None
+        return
     try:
-        received: list[Any] = pickle.loads(b"".join(parts))
+        child.result = pickle.loads(b"".join(child.parts))
     except Exception:  # noqa: BLE001 - a garbled payload is one more failure of the child
         log.warning("a verification worker process sent unreadable results; its share is verified again")
+    finally:
+        child.parts = []
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    """User + system CPU time of `pid` in clock ticks, from /proc (None where there is no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat(5)
+    except (OSError, IndexError, ValueError):
         return None
-    return received
 
 
 def _abandon(children: Sequence[_Child | None]) -> None:
     for child in children:
-        if child is None:
+        if child is None or child.done:
             continue
         os.close(child.fd)
-        try:
-            os.kill(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _kill(child.pid)
         os.waitpid(child.pid, 0)
+        child.done = True
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _describe_status(status: int) -> str:

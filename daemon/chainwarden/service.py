@@ -533,6 +533,12 @@ class Daemon:
         def adopt(record: tuple[str, BundleReading, str | None, bytes | None]) -> None:
             path, reading, fingerprint, stat_key = record
             if path in inventory.bundles:
+                if fingerprint != inventory.fingerprints.get(path):
+                    # Two processes read two versions (it changed during the pass), so its users were
+                    # judged inconsistently: forget the fingerprint, and look at its folder again.
+                    inventory.fingerprints[path] = "changed during the first pass"
+                    inventory.stats.pop(path, None)
+                    self._on_folders({os.path.dirname(path)})
                 return
             inventory.bundles[path] = reading
             if fingerprint is not None:
