@@ -152,24 +152,26 @@ def read_bundle_bytes(data: bytes, path: str) -> BundleReading:
     return _unreadable(path, "unknown", f"cannot be read: {_describe_unknown(data)}")
 
 
-# Blocks of clean bundles by the digest of their bytes: per-connection bundles are very often copies
+# Readings of clean bundles by the digest of their bytes: per-connection bundles are very often copies
 # of one CA chain, and a reading with no problem owes nothing to its path but its name.
-_CLEAN_READINGS: dict[bytes, tuple[Block, ...]] = {}
+_CLEAN_READINGS: dict[bytes, BundleReading] = {}
 _CLEAN_READINGS_LIMIT = 50_000
 
 
 def _read_pem_bundle(data: bytes, path: str) -> BundleReading:
     key = hashlib.sha256(data).digest()
-    blocks = _CLEAN_READINGS.get(key)
-    if blocks is not None:
-        return BundleReading(path, "pem", blocks, ())
+    known = _CLEAN_READINGS.get(key)
+    if known is not None:
+        copy = BundleReading(path, "pem", known.blocks, ())
+        object.__setattr__(copy, "_certificates", known._certificates)  # computed once for all copies
+        return copy
     reading = _read_clean_pem(data, path)
     if reading is None:
         return _read_pem(data, path)
     if not reading.problems:
         if len(_CLEAN_READINGS) >= _CLEAN_READINGS_LIMIT:
             _CLEAN_READINGS.clear()
-        _CLEAN_READINGS[key] = reading.blocks
+        _CLEAN_READINGS[key] = reading
     return reading
 
 

@@ -33,6 +33,6 @@ def setup_logging(level: str = "info") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # Third-party chatter (scheduler runs, watchdog internals) stays out of the operator's log.
-    for noisy in ("apscheduler", "watchdog"):
+    # Third-party chatter (scheduler runs, watchdog internals, time zone lookups) stays out of the operator's log.
+    for noisy in ("apscheduler", "watchdog", "tzlocal"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
