@@ -163,14 +163,9 @@ def _cached(paths, config):
 
 def test_daemon_first_pass_in_workers_keeps_what_change_detection_needs(tmp_path, small_shares):
     base, state = _site(tmp_path)
-    config = Config(
-        watch_connections=tuple(str(p) for p in sorted(base.glob("conn-*.json"))),
-        verify_probe=False,
-        state_dir=str(state),
-        verify_workers=2,
-    )
+    config = _daemon_config(base, state, workers=2)
     spread = Daemon(config, clock=lambda: NOW)
-    alone = Daemon(Config(**{**_fields(config), "verify_workers": 1}), clock=lambda: NOW)
+    alone = Daemon(_daemon_config(base, state, workers=1), clock=lambda: NOW)
     assert _as_json(spread.full_pass(probe=False)) == _as_json(alone.full_pass(probe=False))
     inventory = spread.inventory
     assert type(inventory.bundles) is dict
@@ -186,10 +181,13 @@ def test_daemon_first_pass_in_workers_keeps_what_change_detection_needs(tmp_path
     assert all(states[key].result.verdict.value == "error" for key in users)
 
 
-def _fields(config):
-    from dataclasses import fields
-
-    return {f.name: getattr(config, f.name) for f in fields(config)}
+def _daemon_config(base: Path, state: Path, *, workers: int) -> Config:
+    return Config(
+        watch_connections=tuple(str(p) for p in sorted(base.glob("conn-*.json"))),
+        verify_probe=False,
+        state_dir=str(state),
+        verify_workers=workers,
+    )
 
 
 def test_readings_and_results_survive_pickling():
@@ -205,12 +203,7 @@ def test_workers_never_wait_for_a_lock_held_when_they_were_forked(tmp_path, smal
     thread it does not have, so the child must not need it (a broken bundle read there is counted later)."""
     caplog.set_level(logging.WARNING, logger="chainwarden")
     base, state = _site(tmp_path)
-    config = Config(
-        watch_connections=tuple(str(p) for p in sorted(base.glob("conn-*.json"))),
-        verify_probe=False,
-        state_dir=str(state),
-        verify_workers=2,
-    )
+    config = _daemon_config(base, state, workers=2)
     daemon = Daemon(config, clock=lambda: NOW)
     real_fork = parallel._fork
 
@@ -255,12 +248,7 @@ def test_cancel_stops_waiting_for_workers():
 def test_sigterm_during_the_first_pass_does_not_wait_for_workers(tmp_path, small_shares, monkeypatch):
     """systemd allows 15 s to stop: a stop request ends the first pass at once, workers included."""
     base, state = _site(tmp_path)
-    config = Config(
-        watch_connections=tuple(str(p) for p in sorted(base.glob("conn-*.json"))),
-        verify_probe=False,
-        state_dir=str(state),
-        verify_workers=2,
-    )
+    config = _daemon_config(base, state, workers=2)
     daemon = Daemon(config, clock=lambda: NOW)
     monkeypatch.setattr(parallel, "_child_main", lambda *args: time.sleep(3600))  # a worker that hangs
     timer = threading.Timer(0.5, daemon.request_stop)
@@ -376,12 +364,7 @@ def test_a_bundle_that_changes_during_the_first_pass_is_judged_again(tmp_path, s
         return real(path)
 
     monkeypatch.setattr(service, "_fingerprint_and_data", older_in_workers)
-    config = Config(
-        watch_connections=tuple(str(p) for p in sorted(base.glob("conn-*.json"))),
-        verify_probe=False,
-        state_dir=str(state),
-        verify_workers=2,
-    )
+    config = _daemon_config(base, state, workers=2)
     daemon = Daemon(config, clock=lambda: NOW)
     daemon.full_pass(probe=False)
     assert not daemon.inventory.unchanged(shared)
@@ -389,7 +372,7 @@ def test_a_bundle_that_changes_during_the_first_pass_is_judged_again(tmp_path, s
     assert queued.kind == "folders" and str(base / "pki") in queued.folders
     monkeypatch.setattr(service, "_fingerprint_and_data", real)
     daemon.changed_folders(set(queued.folders))
-    alone = Daemon(Config(**{**_fields(config), "verify_workers": 1}), clock=lambda: NOW)
+    alone = Daemon(_daemon_config(base, state, workers=1), clock=lambda: NOW)
     alone.full_pass(probe=False)
     judged = {k: s.result.to_json() for k, s in daemon.metrics.connection_states().items()}
     assert judged == {k: s.result.to_json() for k, s in alone.metrics.connection_states().items()}
