@@ -10,8 +10,9 @@ import os
 import re
 import stat
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -65,6 +66,7 @@ _ERROR_ISSUES = {
 }
 
 _Issue = tuple[Severity, str]
+_D = TypeVar("_D")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,19 +92,26 @@ class BundleReading:
     encoding: str
     blocks: tuple[Block, ...]
     problems: tuple[Problem, ...]
-    # certificates() by consumer_only: asked for by every connection sharing the bundle, on every pass
-    _certificates: dict[bool, tuple[x509.Certificate, ...]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    # certificates() by consumer_only, and derived(): asked for by every connection sharing the
+    # bundle, on every pass; one dict for all copies of a clean reading
+    _memo: dict[object, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     __reduce__ = reduce_to_constructor
 
     def certificates(self, *, consumer_only: bool = False) -> tuple[x509.Certificate, ...]:
         """Parsed certificates in file order, duplicates (same DER) removed, first one kept."""
-        known = self._certificates.get(consumer_only)
+        known: tuple[x509.Certificate, ...] | None = self._memo.get(consumer_only)
         if known is None:
-            known = self._certificates[consumer_only] = self._find_certificates(consumer_only)
+            known = self._memo[consumer_only] = self._find_certificates(consumer_only)
         return known
+
+    def derived(self, key: str, compute: Callable[[BundleReading], _D]) -> _D:
+        """compute(self), once per reading and for all copies of a clean one (facts of its certificates)."""
+        try:
+            found: _D = self._memo[key]
+        except KeyError:
+            found = self._memo[key] = compute(self)
+        return found
 
     def _find_certificates(self, consumer_only: bool) -> tuple[x509.Certificate, ...]:
         seen: set[x509.Certificate] = set()  # certificates hash and compare by their DER
@@ -163,7 +172,7 @@ def _read_pem_bundle(data: bytes, path: str) -> BundleReading:
     known = _CLEAN_READINGS.get(key)
     if known is not None:
         copy = BundleReading(path, "pem", known.blocks, ())
-        object.__setattr__(copy, "_certificates", known._certificates)  # computed once for all copies
+        object.__setattr__(copy, "_memo", known._memo)  # computed once for all copies
         return copy
     reading = _read_clean_pem(data, path)
     if reading is None:

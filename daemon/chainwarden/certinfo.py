@@ -196,7 +196,19 @@ def describe(cert: x509.Certificate) -> CertInfo:
     cached = _CACHE.get(cert)
     if cached is not None:
         return cached
-    info = _build(cert, cert.public_bytes(serialization.Encoding.DER))
+    return _remember(cert, _build(cert, cert.public_bytes(serialization.Encoding.DER)))
+
+
+def described_from_der(der: bytes) -> x509.Certificate:
+    """canonical() of the certificate encoded as `der`, its facts read from `der` already (for a
+    certificate met for the first time, such as an endpoint's leaf, this saves encoding it again)."""
+    cert = canonical(_load_der_quietly(der))
+    if id(cert) not in _BY_ID and cert not in _CACHE:
+        _remember(cert, _build(cert, der))
+    return cert
+
+
+def _remember(cert: x509.Certificate, info: CertInfo) -> CertInfo:
     if len(_CACHE) >= _CACHE_LIMIT:
         _CACHE.clear()
         _BY_ID.clear()

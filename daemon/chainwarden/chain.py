@@ -135,6 +135,7 @@ class Inputs:
     presented: tuple[CertInfo, ...] = ()  # what the endpoint sent after its leaf
     store: tuple[CertInfo, ...] = ()  # trusted roots, used only to explain a missing root
     store_name: str = "the trusted root store"
+    bundle_pool: Pool | None = None  # Pool of `bundle`, when the caller keeps one per bundle
 
 
 def diagnose(
@@ -147,7 +148,7 @@ def diagnose(
     leaf_is_endpoint: bool = True,
 ) -> Diagnosis:
     """Can `inputs.bundle` alone carry `leaf` to a self-signed root, valid at `now`?"""
-    bundle_pool = Pool(Link(c, Source.BUNDLE) for c in inputs.bundle)
+    bundle_pool = inputs.bundle_pool or Pool(Link(c, Source.BUNDLE) for c in inputs.bundle)
     bundle_search = find_paths(leaf, bundle_pool)
 
     def problems_of(path: Path) -> list[Problem]:

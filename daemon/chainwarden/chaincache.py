@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import errno
 import hashlib
 import logging
@@ -15,12 +16,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .atomicio import write_atomic
-from .certinfo import canonical, parsed_once
+from .certinfo import canonical, described_from_der, parsed_once
 
 log = logging.getLogger("chainwarden.state")
 
 
-_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+-----END CERTIFICATE-----\n")
+_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\n([A-Za-z0-9+/=\n]+)-----END CERTIFICATE-----\n")
+_SAFE_HOST = re.compile(r"[A-Za-z0-9.-]*")
 _AS_STORED = re.compile(rb"(?:-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+-----END CERTIFICATE-----\n)+")
 
 
@@ -47,6 +49,15 @@ def _load_pem(block: bytes) -> x509.Certificate:
         return x509.load_pem_x509_certificate(block)
 
 
+def _load_leaf(block: re.Match[bytes]) -> x509.Certificate:
+    """The leaf of a stored chain: new to this process, so decoded here and described from its DER."""
+    try:
+        der = binascii.a2b_base64(block[1].replace(b"\n", b""), strict_mode=True)
+    except binascii.Error:
+        return canonical(_load_pem(block[0]))  # let the PEM reader decide (and word the error)
+    return described_from_der(der)
+
+
 def _load_pems(data: bytes) -> list[x509.Certificate]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -62,7 +73,10 @@ class ChainCache:
 
     def _name(self, host: str, port: int) -> str:
         digest = hashlib.sha256(f"{host}:{port}".encode()).hexdigest()[:24]
-        safe = "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in host)[:64]
+        if _SAFE_HOST.fullmatch(host):  # every host name as urlsplit and IDNA leave it
+            safe = host[:64]
+        else:
+            safe = "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in host)[:64]
         return os.path.join(self.directory, f"{safe}_{port}_{digest}.pem")
 
     def load(self, host: str, port: int) -> tuple[x509.Certificate, ...]:
@@ -75,9 +89,9 @@ class ChainCache:
             if _AS_STORED.fullmatch(data):
                 # The layout store() writes. The leaf is new to this process; the CAs after it recur
                 # in every file, so each is parsed once.
-                blocks = [block[0] for block in _BLOCK.finditer(data)]
-                leaf = canonical(_load_pem(blocks[0]))
-                return (leaf, *(parsed_once(block, _load_pem) for block in blocks[1:]))
+                blocks = list(_BLOCK.finditer(data))
+                leaf = _load_leaf(blocks[0])
+                return (leaf, *(parsed_once(block[0], _load_pem) for block in blocks[1:]))
             return tuple(canonical(cert) for cert in _load_pems(data))
         except ValueError:
             log.warning("ignoring unreadable cached chain %s", path)

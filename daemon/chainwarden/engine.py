@@ -10,7 +10,7 @@ from cryptography import x509
 
 from .bundle import BundleReading
 from .certinfo import CertInfo, describe
-from .chain import Diagnosis, Inputs, Link, diagnose, is_self_signed
+from .chain import Diagnosis, Inputs, Link, Pool, diagnose, is_self_signed
 from .pathcheck import expiring_soon, hostname_problems
 from .report import ChainEntry, Code, Problem, Result, Role, Severity, Source, reduce_to_constructor
 from .roots import RootStore
@@ -52,6 +52,33 @@ class Evaluation:
     __reduce__ = reduce_to_constructor
 
 
+@dataclass(frozen=True, slots=True)
+class _BundleView:
+    """A bundle's certificates as the engine reads them, made once per bundle content."""
+
+    consumer: tuple[CertInfo, ...]  # what a strict consumer reads
+    everything: tuple[CertInfo, ...]
+    hidden: tuple[CertInfo, ...]  # parsed by us, missed by a strict consumer
+    pool: Pool  # issuer candidates among `consumer`
+    positions: dict[str, int]  # sha256 -> index of its first occurrence among everything
+
+    @classmethod
+    def of(cls, bundle: BundleReading) -> _BundleView:
+        consumer = tuple(describe(c) for c in bundle.certificates(consumer_only=True))
+        everything = tuple(describe(c) for c in bundle.certificates())
+        consumer_shas = {c.sha256 for c in consumer}
+        positions: dict[str, int] = {}
+        for index, cert in enumerate(everything):
+            positions.setdefault(cert.sha256, index)
+        return cls(
+            consumer=consumer,
+            everything=everything,
+            hidden=tuple(c for c in everything if c.sha256 not in consumer_shas),
+            pool=Pool(Link(c, Source.BUNDLE) for c in consumer),
+            positions=positions,
+        )
+
+
 def evaluate(
     target: Target,
     bundle: BundleReading,
@@ -64,16 +91,15 @@ def evaluate(
 ) -> Evaluation:
     problems: list[Problem] = list(target.connection_problems) + list(bundle.problems)
     notes: list[str] = []
-    consumer = tuple(describe(c) for c in bundle.certificates(consumer_only=True))
-    everything = tuple(describe(c) for c in bundle.certificates())
-    consumer_shas = {c.sha256 for c in consumer}
-    hidden = tuple(c for c in everything if c.sha256 not in consumer_shas)
+    view = bundle.derived("engine.view", _BundleView.of)
+    everything = view.everything
     inputs = Inputs(
-        bundle=consumer,
-        hidden=hidden,
+        bundle=view.consumer,
+        hidden=view.hidden,
         presented=tuple(describe(c) for c in (presented.chain[1:] if presented else ())),
         store=store.roots if store else (),
         store_name=store.name if store else "the trusted root store",
+        bundle_pool=view.pool,
     )
 
     leaf, leaf_source = _choose_leaf(presented, everything, target.hostname)
@@ -114,7 +140,7 @@ def evaluate(
     if bundle.readable and everything:
         path_shas = {link.cert.sha256 for link in diagnosis.path}
         problems.extend(_unused_expired(everything, path_shas, now))
-        problems.extend(_order_problems(diagnosis, bundle, leaf))
+        problems.extend(_order_problems(diagnosis, view.positions, leaf))
 
     chain = tuple(_entry(link, i, len(diagnosis.path), leaf is not None) for i, link in enumerate(diagnosis.path))
     result = Result(
@@ -322,11 +348,8 @@ def _unused_expired(bundle: Sequence[CertInfo], on_path: set[str], now: datetime
     ]
 
 
-def _order_problems(diagnosis: Diagnosis, bundle: BundleReading, leaf: CertInfo | None) -> list[Problem]:
+def _order_problems(diagnosis: Diagnosis, positions: dict[str, int], leaf: CertInfo | None) -> list[Problem]:
     """The documented order: intermediates nearest the leaf first, then the root, then the leaf."""
-    positions: dict[str, int] = {}
-    for index, cert in enumerate(bundle.certificates()):
-        positions.setdefault(describe(cert).sha256, index)
     wanted = [link.cert.sha256 for link in diagnosis.path[1:] if link.source is Source.BUNDLE]
     if leaf is not None and leaf.sha256 in positions:
         wanted.append(leaf.sha256)
