@@ -621,3 +621,31 @@ def test_typo_in_required_key_is_pointed_out() -> None:
     """A missing server_cert next to a 'server_certs' key says it looks like a typo."""
     parsed = parse(document({"erp": {"baseurl": "https://h.test", "server_certs": "/b.pem"}}))
     assert 'found "server_certs": a typo?' in only_problem(parsed)
+
+
+def test_plain_baseurls_read_exactly_as_the_full_parser_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shortcut for plain https://host[:port][/path] URLs gives the host, port or error of the full
+    parser for every URL, including the near misses that must fall through to it."""
+    import random
+
+    from chainwarden import connections
+
+    def read(url: str) -> tuple[str, int] | str:
+        try:
+            return connections._split_baseurl(url)
+        except ValueError as error:
+            return f"error: {error}"
+
+    alphabet = "aZ09.-_:/?#@\\ %\t\x00\u200b\u00e9[]hHtTpPsS"
+    rng = random.Random(6)
+    urls = [
+        "https://a.example:443/x", "HTTPS://Host.Example:8443", "https://h:", "https://h:0", "https://h:99999",
+        "https://-a.example", "https://a..b", "https://a_b.c/p?q", "https://a/\u00e9", "https://a/%20",
+        "https://a/b c", "https://x/y@z", "https://u@x/", "https://[::1]:4", "https://x/#", "https://x\\y",
+        "https://" + "a" * 64 + ".example", "https://x:8443/a/b;c=d/~e",
+    ]
+    urls += ["https://" + "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14))) for _ in range(20_000)]
+    assert sum(1 for url in urls if connections._PLAIN_BASEURL.fullmatch(url)) > 1000  # the shortcut is taken
+    shortcut = [read(url) for url in urls]
+    monkeypatch.setattr(connections, "_PLAIN_BASEURL", connections.re.compile(r"(?!)"))  # never taken
+    assert shortcut == [read(url) for url in urls]

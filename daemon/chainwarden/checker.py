@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -12,6 +13,7 @@ from typing import Any
 
 from cryptography import x509
 
+from . import gcpolicy
 from .bundle import BundleReading, read_bundle_file
 from .chaincache import ChainCache
 from .config import Config
@@ -52,8 +54,9 @@ class LazyBundles(dict[str, BundleReading]):
     ) -> None:
         super().__init__()
         self._read = read
-        self._export = export or (lambda path: (path, self[path]))
-        self._adopt = adopt or (lambda record: self.setdefault(record[0], record[1]))
+        # Not lambdas over self: a reference cycle that only the collector would free.
+        self._export = export
+        self._adopt = adopt
         self._fresh: list[str] = []
 
     def __missing__(self, path: str) -> BundleReading:
@@ -64,13 +67,17 @@ class LazyBundles(dict[str, BundleReading]):
 
     def take_fresh(self) -> tuple[Any, ...]:
         """Records of the bundles read since the last call."""
-        records = tuple(self._export(path) for path in self._fresh)
+        export = self._export
+        records = tuple(export(path) if export else (path, self[path]) for path in self._fresh)
         self._fresh.clear()
         return records
 
     def adopt(self, records: Iterable[Any]) -> None:
         for record in records:
-            self._adopt(record)
+            if self._adopt is not None:
+                self._adopt(record)
+            else:
+                self.setdefault(record[0], record[1])
 
 
 def read_inputs(paths: Iterable[str], *, now: datetime | None = None) -> PassInputs:
@@ -226,11 +233,13 @@ def evaluate_pass(
     workers = worker_count(config.verify_workers, len(jobs)) if parallel else 1
     if workers > 1:
         log.info("verifying %d connections in %d processes", len(jobs), workers)
-    evaluated = map_chunks(jobs, work, workers, cancelled=cancelled)
-    if lazy is not None:
-        for _, records in evaluated:
-            lazy.adopt(records)  # what worker processes read; a no-op for this process's own reads
-    return results + finish_shared_bundles([evaluation for evaluation, _ in evaluated])
+    # A first pass (spread over workers) fills caches that live as long as the process: frozen, not collected.
+    with gcpolicy.frozen_after() if parallel else contextlib.nullcontext():
+        evaluated = map_chunks(jobs, work, workers, cancelled=cancelled)
+        if lazy is not None:
+            for _, records in evaluated:
+                lazy.adopt(records)  # what worker processes read; a no-op for this process's own reads
+        return results + finish_shared_bundles([evaluation for evaluation, _ in evaluated])
 
 
 def file_result(connection_file: ConnectionFile) -> Result:

@@ -31,6 +31,11 @@ _APPLY_AT = re.compile(
 )
 _HOST_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?", re.ASCII)
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# https://host[:port][/path] with an ASCII host name and nothing urlsplit could read another way.
+_PLAIN_BASEURL = re.compile(
+    r"[Hh][Tt][Tt][Pp][Ss]://(?P<host>[A-Za-z0-9._-]+)(?::(?P<port>[0-9]*))?"
+    r"(?:/[!-\"$-/0-9:;<=>A-Z\[\]^_`a-z{|}~]*)?"  # a path of printable ASCII, no ? # @ or backslash
+)
 # Control characters and lone surrogates: a name holding one breaks log lines and metric labels.
 _UNSAFE_NAME = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _CERT_KEYS = frozenset({"baseurl", "server_cert"})
@@ -66,13 +71,13 @@ class ConnectionFile:
 
 
 class _Object(dict[str, Any]):
-    """A decoded JSON object that remembers which keys were repeated in the source."""
+    """A decoded JSON object that repeated keys in the source, and remembers which (others stay dicts)."""
 
     __slots__ = ("duplicates",)
 
     def __init__(self, pairs: list[tuple[str, Any]]) -> None:
         super().__init__(pairs)
-        repeated = Counter(key for key, _ in pairs) if len(self) != len(pairs) else Counter()
+        repeated = Counter(key for key, _ in pairs)
         self.duplicates = tuple((key, n) for key, n in repeated.items() if n > 1)
 
 
@@ -220,11 +225,13 @@ def _load(text: str, where: str) -> tuple[Any, bool]:
         raise _Unusable(f"{where}: the file is empty; expected a JSON object")
     repeats: list[_Object] = []
 
-    def read_object(pairs: list[tuple[str, Any]]) -> _Object:
-        decoded = _Object(pairs)
-        if decoded.duplicates:
-            repeats.append(decoded)
-        return decoded
+    def read_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        decoded = dict(pairs)
+        if len(decoded) == len(pairs):
+            return decoded
+        repeated = _Object(pairs)
+        repeats.append(repeated)
+        return repeated
 
     try:
         return json.loads(text, object_pairs_hook=read_object, parse_constant=_reject_constant), bool(repeats)
@@ -304,14 +311,14 @@ def _parse_table(
 
 
 def _check_connection(path: str, name: str, value: Any, *, repeats: bool) -> tuple[Connection | None, Problem | None]:
-    where = f"connection file {path}, connection {_quote(name)}"
     if not isinstance(value, dict):
-        return None, _invalid(f"{where}: is {_kind(value)}, not a JSON object")
+        return None, _invalid(f"{_where(path, name)}: is {_kind(value)}, not a JSON object")
     faults = _duplicate_faults(value) if repeats else []
     endpoint = _endpoint(value, faults)
     server_cert = _server_cert(value, faults)
     client_cert = _client_cert(value, faults)
     faults.extend(_url_fragment_faults(value))
+    where = _where(path, name) if faults else ""
     if endpoint is None or server_cert is None or any(fault.fatal for fault in faults):
         return None, _invalid(_sentence(where, faults))
     connection = Connection(
@@ -326,6 +333,10 @@ def _check_connection(path: str, name: str, value: Any, *, repeats: bool) -> tup
         problems=tuple(_invalid(_sentence(where, [fault])) for fault in faults),
     )
     return connection, None
+
+
+def _where(path: str, name: str) -> str:
+    return f"connection file {path}, connection {_quote(name)}"
 
 
 def _endpoint(connection: dict[str, Any], faults: list[_Fault]) -> tuple[str, int] | None:
@@ -351,6 +362,9 @@ def _endpoint(connection: dict[str, Any], faults: list[_Fault]) -> tuple[str, in
 
 def _split_baseurl(url: str) -> tuple[str, int]:
     """Host and port of an https:// base URL; ValueError says what is wrong without echoing it."""
+    plain = _PLAIN_BASEURL.fullmatch(url)
+    if plain is not None:  # the common shape, which every check below would pass on to these two
+        return _host(plain["host"]), _port(plain["port"] or "")
     if not url:
         raise ValueError("is empty; expected https://host[:port]")
     # Every whitespace character but " " is also unprintable (Unicode "Other" or "Separator").
@@ -521,8 +535,9 @@ def _duplicates(root: Any) -> list[tuple[KeyPath, str, int]]:
     while stack:
         path, node = stack.pop()
         children: Iterable[tuple[str | int, Any]] = ()
-        if isinstance(node, _Object):
-            found.extend((path, key, count) for key, count in node.duplicates)
+        if isinstance(node, dict):
+            if isinstance(node, _Object):
+                found.extend((path, key, count) for key, count in node.duplicates)
             children = node.items()
         elif isinstance(node, list):
             children = enumerate(node)

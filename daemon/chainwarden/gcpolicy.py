@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 YOUNG_THRESHOLD = 10_000
 OLD_THRESHOLD = 100
@@ -22,3 +24,23 @@ def tune_collector() -> None:
     young, middle, old = gc.get_threshold()
     if 0 < young < YOUNG_THRESHOLD:
         gc.set_threshold(YOUNG_THRESHOLD, middle, max(old, OLD_THRESHOLD))
+
+
+@contextmanager
+def frozen_after() -> Iterator[None]:
+    """The collector off for one verification pass, and what is alive at its end moved to the
+    permanent generation (gc.freeze), never to be scanned again.
+
+    For a first pass: it creates a million objects that form no cycles and live as long as the
+    process (facts, readings, results); a collection during the pass, or the one that ages them all
+    into the oldest generation after it, only rescans them (about 0.1 s at 10,000 connections).
+    Whatever cyclic garbage that one pass leaves (the tests check that it leaves none) is never freed.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()

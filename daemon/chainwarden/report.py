@@ -157,8 +157,10 @@ class Result:
 
     @property
     def verdict(self) -> Verdict:
-        worst = max((p.severity.rank for p in self.problems), default=0)
-        return {0: Verdict.OK, 1: Verdict.WARNING, 2: Verdict.ERROR}[worst]
+        severities = {p.severity for p in self.problems}
+        if Severity.ERROR in severities:
+            return Verdict.ERROR
+        return Verdict.WARNING if Severity.WARNING in severities else Verdict.OK
 
     @property
     def chain_expires_at(self) -> datetime | None:

@@ -39,7 +39,7 @@ from .metrics import ChainwardenCollector, ConnectionState, FastExposition, Metr
 from .notify import sd_notify, watchdog_interval
 from .parallel import Cancelled
 from .probe import ProbeResult, probe_many
-from .report import Result, overall_exit_code
+from .report import Result, Severity, overall_exit_code
 from .roots import RootStore, forget_loaded_stores, load_root_store
 from .watcher import Watcher
 
@@ -671,16 +671,17 @@ class Daemon:
             del self.previous_status[key]
 
     def _log_state_change(self, key: tuple[str, str], result: Result) -> None:
-        codes = tuple(sorted({p.code.value for p in result.problems if p.severity.value != "info"}))
-        status = (result.verdict.value, codes)
+        codes = tuple(sorted({p.code.value for p in result.problems if p.severity is not Severity.INFO}))
+        verdict = result.verdict.value
+        status = (verdict, codes)
         previous = self.previous_status.get(key)
         if previous == status:
             return
         self.previous_status[key] = status
-        level = logging.INFO if result.verdict.value == "ok" else logging.WARNING
+        level = logging.INFO if verdict == "ok" else logging.WARNING
         was = f"{previous[0]} -> " if previous else ""
         detail = f" ({', '.join(codes)})" if codes else ""
-        log.log(level, "connection %s %s: %s%s%s", key[0], key[1], was, result.verdict.value, detail)
+        log.log(level, "connection %s %s: %s%s%s", key[0], key[1], was, verdict, detail)
 
     # Reload ------------------------------------------------------------------
     def reload(self) -> bool:
