@@ -26,8 +26,29 @@ NOW = pkigen.EPOCH + dt.timedelta(days=10)
 PARENT = os.getpid()
 
 
-def _square_with_pid(share):
-    return [(n * n, os.getpid()) for n in share]
+def _started(markers: Path) -> Path:
+    """Say that this process has claimed a piece (a file named by its pid)."""
+    marker = markers / str(os.getpid())
+    marker.touch()
+    return marker
+
+
+def _wait_for_workers(markers: Path, count: int) -> None:
+    """Wait until `count` worker processes have claimed a piece each, so that no process can take
+    every piece before the others start (pieces are claimed from a shared queue)."""
+    deadline = time.monotonic() + 20
+    while len([m for m in markers.iterdir() if m.name != str(PARENT)]) < count:
+        assert time.monotonic() < deadline, "the workers never claimed a piece"
+        time.sleep(0.01)
+
+
+def _square_with_pid(markers: Path, workers: int):
+    def work(share):
+        _started(markers)
+        _wait_for_workers(markers, workers)  # every process holds a piece before any goes on
+        return [(n * n, os.getpid()) for n in share]
+
+    return work
 
 
 @pytest.fixture
@@ -36,16 +57,37 @@ def small_shares(monkeypatch):
     monkeypatch.setattr(parallel, "MIN_JOBS_PER_WORKER", 1)
 
 
-def test_map_chunks_keeps_order_and_really_uses_other_processes():
-    out = parallel.map_chunks(list(range(30)), _square_with_pid, 3)
+def test_map_chunks_keeps_order_and_really_uses_other_processes(tmp_path):
+    """Results come back in the order of the jobs, computed by every process."""
+    out = parallel.map_chunks(list(range(30)), _square_with_pid(tmp_path, 2), 3)
     assert [value for value, _ in out] == [n * n for n in range(30)]
     pids = {pid for _, pid in out}
     assert PARENT in pids and len(pids) == 3
 
 
-def _fails_in_children(mode):
+def test_pieces_go_to_whichever_process_is_free(tmp_path):
+    """A process slowed down (here the parent, stuck in its first piece) does fewer pieces: the other
+    process claims every piece left meanwhile, instead of waiting with half of them for it."""
+
+    def work(share):
+        if os.getpid() == PARENT:
+            deadline = time.monotonic() + 20
+            while len(list(tmp_path.iterdir())) < 31:  # every other piece, done by the worker
+                assert time.monotonic() < deadline, "the worker did not take the pieces left"
+                time.sleep(0.01)
+        else:
+            (tmp_path / f"{os.getpid()}-{share[0]}").touch()
+        return [(n, os.getpid()) for n in share]
+
+    out = parallel.map_chunks(list(range(64)), work, 2)  # 32 pieces of 2
+    assert [n for n, _ in out] == list(range(64))
+    assert sum(1 for _, pid in out if pid == PARENT) == 2
+
+
+def _fails_in_children(mode, markers: Path):
     def work(share):
         if os.getpid() != PARENT:
+            _started(markers)
             if mode == "exit":
                 os._exit(7)
             if mode == "raise":
@@ -54,6 +96,8 @@ def _fails_in_children(mode):
                 os.kill(os.getpid(), signal.SIGKILL)
             if mode == "hang":
                 time.sleep(3600)  # the behaviour under test: a worker that never answers
+        else:
+            _wait_for_workers(markers, 1)
         return [n + 1 for n in share]
 
     return work
@@ -68,9 +112,10 @@ def _fails_in_children(mode):
         ("hang", "stopped making progress"),
     ],
 )
-def test_a_failing_worker_costs_time_never_a_result(mode, said, caplog):
+def test_a_failing_worker_costs_time_never_a_result(mode, said, caplog, tmp_path):
+    """The pieces a failed worker claimed are done again by the parent; no worker is left behind."""
     caplog.set_level(logging.WARNING, logger="chainwarden")
-    out = parallel.map_chunks(list(range(20)), _fails_in_children(mode), 2, stall_seconds=1.0)
+    out = parallel.map_chunks(list(range(20)), _fails_in_children(mode, tmp_path), 2, stall_seconds=1.0)
     assert out == [n + 1 for n in range(20)]
     assert any(said in r.getMessage() and "verified by the main process" in r.getMessage() for r in caplog.records)
     with pytest.raises(ChildProcessError):
@@ -230,7 +275,8 @@ def test_workers_are_reaped_when_the_parent_share_fails():
         os.waitpid(-1, os.WNOHANG)
 
 
-def test_cancel_stops_waiting_for_workers():
+def test_cancel_stops_waiting_for_workers(tmp_path):
+    """A stop request while workers hang ends the wait at once, workers stopped."""
     calls = []
 
     def cancelled():
@@ -239,7 +285,7 @@ def test_cancel_stops_waiting_for_workers():
 
     started = time.monotonic()
     with pytest.raises(parallel.Cancelled):
-        parallel.map_chunks(list(range(12)), _fails_in_children("hang"), 3, cancelled=cancelled)
+        parallel.map_chunks(list(range(12)), _fails_in_children("hang", tmp_path), 3, cancelled=cancelled)
     assert time.monotonic() - started < parallel.STALL_SECONDS  # did not wait to judge it stalled
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)
@@ -261,22 +307,33 @@ def test_sigterm_during_the_first_pass_does_not_wait_for_workers(tmp_path, small
         os.waitpid(-1, os.WNOHANG)
 
 
-def test_one_stalled_worker_does_not_cost_the_others_their_results(caplog):
-    """Only the stuck share is done again; workers that finished meanwhile are collected."""
+def test_one_stalled_worker_does_not_cost_the_others_their_results(caplog, tmp_path):
+    """Only the stuck worker's piece is done again; the pieces of a worker that finished meanwhile are kept."""
     caplog.set_level(logging.WARNING, logger="chainwarden")
+    stuck = tmp_path / "stuck"
     done_here: list[int] = []
 
     def work(share):
         if os.getpid() == PARENT:
+            _wait_for_workers(tmp_path, 2)
             done_here.append(share[0])
-        elif share[0] == 3:
-            time.sleep(3600)  # the behaviour under test: a worker stuck without using CPU
-        return [n * 10 for n in share]
+            return [n * 10 for n in share]
+        try:
+            os.close(os.open(stuck, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # the first worker here gets stuck
+        except FileExistsError:
+            _started(tmp_path)
+            time.sleep(0.05)  # let the stuck worker's piece be the only one the parent redoes
+            return [n * 10 for n in share]
+        stuck.write_text(str(share[0]))
+        _started(tmp_path)
+        time.sleep(3600)  # the behaviour under test: a worker stuck without using CPU
+        return []
 
-    out = parallel.map_chunks(list(range(12)), work, 4, stall_seconds=1.0)
-    assert out == [n * 10 for n in range(12)]
-    assert done_here == [0, 3]  # its own share, then the stuck one's
+    out = parallel.map_chunks(list(range(48)), work, 3, stall_seconds=1.0)
+    assert out == [n * 10 for n in range(48)]
     assert len([r for r in caplog.records if "stopped making progress" in r.getMessage()]) == 1
+    assert int(stuck.read_text()) in done_here  # redone here
+    assert len(done_here) < 48  # but not the other worker's pieces
 
 
 def _busy(seconds):
@@ -306,10 +363,13 @@ from chainwarden import parallel
 parent = os.getpid()
 def work(share):
     if os.getpid() != parent:
-        with open(sys.argv[1], "w") as f:
+        with open(sys.argv[1] + ".tmp", "w") as f:
             f.write(str(os.getpid()))
+        os.rename(sys.argv[1] + ".tmp", sys.argv[1])
         while True:
             pass
+    while not os.path.exists(sys.argv[1]):  # leave the worker a piece to claim
+        time.sleep(0.01)
     return list(share)
 parallel.map_chunks(list(range(4)), work, 2, stall_seconds=3600)
 """
