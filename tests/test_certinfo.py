@@ -12,14 +12,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from chainwarden import certinfo, pkigen
-from chainwarden.der import certificate_names
+from chainwarden.der import certificate_names, certificate_parts
 from conftest import shared_data_dir
 
 
 def _names_agree(cert: x509.Certificate) -> None:
-    issuer, subject = certificate_names(cert.public_bytes(Encoding.DER))
+    tbs, issuer, subject = certificate_parts(cert.public_bytes(Encoding.DER))
     assert issuer == cert.issuer.public_bytes()
     assert subject == cert.subject.public_bytes()
+    assert tbs == cert.tbs_certificate_bytes  # what the signature is checked over
 
 
 def test_names_of_generated_certificates_match_cryptography() -> None:
@@ -62,6 +63,7 @@ def test_names_of_limbo_certificates_match_cryptography() -> None:
                 except ValueError:
                     continue
             assert certificate_names(cert.public_bytes(Encoding.DER)) == (issuer, subject)
+            assert certificate_parts(cert.public_bytes(Encoding.DER))[0] == cert.tbs_certificate_bytes
             checked += 1
     assert checked > 400
 

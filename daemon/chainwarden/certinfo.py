@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, p
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID, NameOID, PublicKeyAlgorithmOID
 
-from .der import certificate_names
+from .der import certificate_parts
 
 # Extensions a PKIX validator (the JVM's included) understands; any other critical one fails a path.
 KNOWN_EXTENSIONS = frozenset(
@@ -77,7 +77,7 @@ class CertInfo:
     extension_error: str | None  # an extension cryptography could not decode
     self_issued: bool
     signature_hash: str | None = None  # signature_hash_name(cert), read once
-    rsa_bits: int | None = None  # rsa_key_bits(cert), read once
+    rsa_bits: int | None = None  # _rsa_key_bits(cert), read once
 
     @property
     def der(self) -> bytes:
@@ -196,15 +196,20 @@ def describe(cert: x509.Certificate) -> CertInfo:
     cached = _CACHE.get(cert)
     if cached is not None:
         return cached
-    return _remember(cert, _build(cert, cert.public_bytes(serialization.Encoding.DER)))
+    der = cert.public_bytes(serialization.Encoding.DER)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a negative serial number, say: reported elsewhere, never printed
+        return _remember(cert, _build(cert, der))
 
 
 def described_from_der(der: bytes) -> x509.Certificate:
     """canonical() of the certificate encoded as `der`, its facts read from `der` already (for a
     certificate met for the first time, such as an endpoint's leaf, this saves encoding it again)."""
-    cert = canonical(_load_der_quietly(der))
-    if id(cert) not in _BY_ID and cert not in _CACHE:
-        _remember(cert, _build(cert, der))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # as above; one filter for the parse and the facts
+        cert = canonical(x509.load_der_x509_certificate(der))
+        if id(cert) not in _BY_ID and cert not in _CACHE:
+            _remember(cert, _build(cert, der))
     return cert
 
 
@@ -221,14 +226,13 @@ def _scratch_copy(cert: x509.Certificate, der: bytes) -> x509.Certificate:
     """A second parse of `der` to read the facts from: cryptography keeps every name and extension
     object it hands out alive with the certificate (about 6 KiB), and only the facts are kept here."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return x509.load_der_x509_certificate(der)
+        return x509.load_der_x509_certificate(der)
     except ValueError:
         return cert
 
 
 def _build(kept: x509.Certificate, der: bytes) -> CertInfo:
+    """The facts of `kept` (encoded as `der`); called with cryptography's warnings filtered out."""
     cert = _scratch_copy(kept, der)
     extension_error = None
     unknown_critical: list[str] = []
@@ -278,17 +282,20 @@ def _build(kept: x509.Certificate, der: bytes) -> CertInfo:
         )
     raw_issuer: bytes | None
     raw_subject: bytes | None
+    sha256 = hashlib.sha256(der).hexdigest()
     try:
-        raw_issuer, raw_subject = certificate_names(der)
+        tbs, raw_issuer, raw_subject = certificate_parts(der)
     except ValueError:
         raw_issuer = raw_subject = None
+    else:
+        _remember_tbs(sha256, tbs)
     issuer = _name_facts(raw_issuer, lambda: cert.issuer, keep=True)
     is_ca = isinstance(bc, x509.BasicConstraints) and bc.ca
     subject = issuer if raw_subject == raw_issuer else _name_facts(raw_subject, lambda: cert.subject, keep=is_ca)
     aki_id = aki.key_identifier if isinstance(aki, x509.AuthorityKeyIdentifier) else None
     return CertInfo(
         cert=kept,
-        sha256=hashlib.sha256(der).hexdigest(),
+        sha256=sha256,
         subject=subject.display,
         issuer=issuer.display,
         subject_key=subject.key,
@@ -311,7 +318,7 @@ def _build(kept: x509.Certificate, der: bytes) -> CertInfo:
         extension_error=extension_error,
         self_issued=subject.key == issuer.key,
         signature_hash=signature_hash_name(cert),
-        rsa_bits=rsa_key_bits(cert),
+        rsa_bits=_rsa_key_bits(cert),
     )
 
 
@@ -361,7 +368,7 @@ def signature_error(child: CertInfo, issuer: CertInfo) -> str | None:
     key = (child.sha256, issuer.sha256)
     if key in _SIG_CACHE:
         return _SIG_CACHE[key]
-    result = _check_signature(child.cert, issuer)
+    result = _check_signature(child, issuer)
     if len(_SIG_CACHE) >= _CACHE_LIMIT:
         _SIG_CACHE.clear()
     _SIG_CACHE[key] = result
@@ -388,13 +395,26 @@ def _public_key(issuer: CertInfo) -> PublicKeyTypes | str:
     return found
 
 
-def _check_signature(child: x509.Certificate, issuer: CertInfo) -> str | None:
+# The TBSCertificate of the certificates described last, sliced from the DER at hand then: the check of
+# their signature, which usually follows within a few certificates, would have cryptography encode it again.
+_RECENT_TBS: dict[str, bytes] = {}
+_RECENT_TBS_LIMIT = 64
+
+
+def _remember_tbs(sha256: str, tbs: bytes) -> None:
+    if len(_RECENT_TBS) >= _RECENT_TBS_LIMIT:
+        _RECENT_TBS.clear()
+    _RECENT_TBS[sha256] = tbs
+
+
+def _check_signature(info: CertInfo, issuer: CertInfo) -> str | None:
     public_key = _public_key(issuer)
     if isinstance(public_key, str):
         return public_key
+    child = info.cert
     try:
         sig = child.signature
-        data = child.tbs_certificate_bytes
+        data = _RECENT_TBS.get(info.sha256) or child.tbs_certificate_bytes
         if isinstance(public_key, rsa.RSAPublicKey):
             params = child.signature_algorithm_parameters
             hash_alg = child.signature_hash_algorithm
@@ -430,13 +450,11 @@ def signature_hash_name(cert: x509.Certificate) -> str | None:
     return alg.name if isinstance(alg, hashes.HashAlgorithm) else None
 
 
-def rsa_key_bits(cert: x509.Certificate) -> int | None:
+def _rsa_key_bits(cert: x509.Certificate) -> int | None:
     if cert.public_key_algorithm_oid == PublicKeyAlgorithmOID.EC_PUBLIC_KEY:
         return None  # the common case of not RSA, without loading the key
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            key = cert.public_key()
+        key = cert.public_key()
     except (UnsupportedAlgorithm, ValueError):
         return None
     return key.key_size if isinstance(key, rsa.RSAPublicKey) else None

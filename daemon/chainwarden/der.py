@@ -1,4 +1,4 @@
-"""Just enough DER walking to find the raw issuer and subject names inside a parsed certificate."""
+"""Just enough DER walking to find the raw TBSCertificate, issuer and subject inside a parsed certificate."""
 
 from __future__ import annotations
 
@@ -27,15 +27,21 @@ _EXPLICIT_VERSION = 0xA0
 
 
 def certificate_names(der: bytes) -> tuple[bytes, bytes]:
-    """The DER of a certificate's issuer and subject Names (RFC 5280 4.1), exactly as they are encoded.
+    """The DER of a certificate's issuer and subject Names (RFC 5280 4.1), exactly as they are encoded."""
+    _, issuer, subject = certificate_parts(der)
+    return issuer, subject
+
+
+def certificate_parts(der: bytes) -> tuple[bytes, bytes, bytes]:
+    """The DER of a certificate's TBSCertificate (what its signature covers), issuer and subject.
 
     Only called on certificates cryptography has already parsed, so the structure is known to be
     valid; any surprise still raises ValueError rather than returning a wrong slice.
     """
-    tag, at, _ = _header(der, 0)
+    tag, tbs_start, _ = _header(der, 0)
     if tag != _SEQUENCE:
         raise ValueError("Certificate is not a SEQUENCE")
-    tag, at, end = _header(der, at)
+    tag, at, end = _header(der, tbs_start)
     if tag != _SEQUENCE:
         raise ValueError("TBSCertificate is not a SEQUENCE")
     tag, _, stop = _header(der, at)
@@ -56,4 +62,4 @@ def certificate_names(der: bytes) -> tuple[bytes, bytes]:
     tag, _, stop = _header(der, at)
     if tag != _SEQUENCE or stop > end:
         raise ValueError("subject is not a SEQUENCE")
-    return issuer, der[subject_start:stop]
+    return der[tbs_start:end], issuer, der[subject_start:stop]
