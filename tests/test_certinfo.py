@@ -10,6 +10,7 @@ import warnings
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.name import _ASN1Type
 
 from chainwarden import certinfo, pkigen
 from chainwarden.der import certificate_names, certificate_parts
@@ -126,3 +127,90 @@ def test_ip_literal_agrees_with_ipaddress(host: str) -> None:
     except ValueError:
         expected = False
     assert certinfo.is_ip_literal(host) is expected
+
+
+def _name_facts_agree(name: x509.Name) -> bool:
+    """The facts read straight from the DER, when that shortcut applies, equal cryptography's;
+    returns whether it applied."""
+    simple = certinfo._simple_name_facts(name.public_bytes())
+    if simple is not None:
+        assert simple == certinfo._facts_of_name(name), name
+    return simple is not None
+
+
+def _attribute(oid: x509.ObjectIdentifier, value: str, kind: _ASN1Type | None = None) -> x509.NameAttribute:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # over-long CN or C values: read as they come, all the same
+        return x509.NameAttribute(oid, value, kind) if kind is not None else x509.NameAttribute(oid, value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "api.example.test", "*.example.test", "Example Org (Test) Ltd.", "R3", "a", "x" * 80, "a  b", " lead",
+        "trail ", "#hash", "a+b", "a,b", 'q"uote', "back\\slash", "semi;colon", "<angle>", "nul\x00",
+        "café", "tab\there", "under_score", "at@sign", "equals=sign", "",
+    ],
+)
+@pytest.mark.parametrize("kind", [None, _ASN1Type.PrintableString, _ASN1Type.UTF8String, _ASN1Type.IA5String])
+def test_simple_name_facts_equal_cryptographys_for_every_value(value: str, kind: _ASN1Type | None) -> None:
+    """Whatever the value and its string type, the shortcut either gives cryptography's display
+    name, comparison key and common names, or stands aside."""
+    if not value and kind is not None:
+        pytest.skip("cryptography refuses an empty value of an explicit string type")
+    for oid in (x509.NameOID.COMMON_NAME, x509.NameOID.ORGANIZATION_NAME, x509.NameOID.DOMAIN_COMPONENT):
+        try:
+            name = x509.Name([_attribute(x509.NameOID.COUNTRY_NAME, "DE"), _attribute(oid, value, kind)])
+            name.public_bytes()
+        except ValueError:
+            continue  # not encodable as that string type
+        _name_facts_agree(name)
+
+
+def test_simple_name_facts_stand_aside_for_what_they_do_not_read() -> None:
+    """Multi-valued RDNs, attribute types without a short name, and the empty name go to cryptography."""
+    pair = [_attribute(x509.NameOID.COMMON_NAME, "a"), _attribute(x509.NameOID.ORGANIZATION_NAME, "b")]
+    multi = x509.Name([x509.RelativeDistinguishedName(pair)])
+    email = x509.Name([_attribute(x509.NameOID.EMAIL_ADDRESS, "ops@example.test")])
+    for name in (multi, email, x509.Name([])):
+        assert certinfo._simple_name_facts(name.public_bytes()) is None
+    plain = x509.Name([_attribute(x509.NameOID.COUNTRY_NAME, "DE"), _attribute(x509.NameOID.COMMON_NAME, "plain")])
+    assert _name_facts_agree(plain)  # and the common case does take the shortcut
+
+
+def test_simple_name_facts_of_real_and_limbo_certificates_equal_cryptographys() -> None:
+    """Subjects and issuers of the captured public chains and of x509-limbo (odd encodings included)."""
+    certs = []
+    for path in sorted(shared_data_dir().rglob("*.pem")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                certs.extend(x509.load_pem_x509_certificates(path.read_bytes()))
+            except ValueError:
+                continue
+    cases = json.loads((shared_data_dir("x509-limbo") / "limbo.json").read_text())["testcases"]
+    for case in cases[:400]:
+        for pem in [*case["trusted_certs"], *case["untrusted_intermediates"], case["peer_certificate"]]:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    certs.append(x509.load_pem_x509_certificate(pem.encode()))
+                except ValueError:
+                    continue
+    took = 0
+    for cert in certs:
+        for name in _readable_names(cert):
+            took += _name_facts_agree(name)
+    assert took > 100
+
+
+def _readable_names(cert: x509.Certificate) -> list[x509.Name]:
+    names = []
+    for read in (lambda: cert.subject, lambda: cert.issuer):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                names.append(read())
+            except ValueError:
+                continue
+    return names

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, p
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID, NameOID, PublicKeyAlgorithmOID
 
-from .der import certificate_parts
+from .der import PRINTABLE_STRING, SHORT_NAMES, certificate_parts, simple_name
 
 # Extensions a PKIX validator (the JVM's included) understands; any other critical one fails a path.
 KNOWN_EXTENSIONS = frozenset(
@@ -340,17 +340,49 @@ def _name_facts(raw: bytes | None, read: Callable[[], x509.Name], *, keep: bool)
         known = _NAMES.get(raw)
         if known is not None:
             return known
-    name = read()
-    display, key = _display_name(name), name_key(name)
-    common_names = tuple(str(a.value) for a in name.get_attributes_for_oid(NameOID.COMMON_NAME))
+    facts = (_simple_name_facts(raw) if raw is not None else None) or _facts_of_name(read())
     if not keep:
-        return _NameFacts(display, key, common_names)
-    facts = _NameFacts(_shared(display), _shared(key), common_names)
+        return facts
+    facts = _NameFacts(_shared(facts.display), _shared(facts.key), facts.common_names)
     if raw is not None:
         if len(_NAMES) >= _CACHE_LIMIT:
             _NAMES.clear()
         _NAMES[raw] = facts
     return facts
+
+
+def _facts_of_name(name: x509.Name) -> _NameFacts:
+    common_names = tuple(str(a.value) for a in name.get_attributes_for_oid(NameOID.COMMON_NAME))
+    return _NameFacts(_display_name(name), name_key(name), common_names)
+
+
+# Values that RFC 4514 writes as they are (nothing to escape, no space to fold): those every string
+# type may hold, and for UTF8String and IA5String a few more that host names use.
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9'()./:=?-]+(?: [A-Za-z0-9'()./:=?-]+)*")
+_PLAIN_TEXT_VALUE = re.compile(r"[A-Za-z0-9'()./:=?*_@-]+(?: [A-Za-z0-9'()./:=?*_@-]+)*")
+_COMMON_NAME = NameOID.COMMON_NAME.dotted_string
+
+
+def _simple_name_facts(raw: bytes) -> _NameFacts | None:
+    """The facts of a simple Name read straight from its DER, as cryptography's Name would give them
+    (an endpoint's subject is new each time, and building that Name costs more than the rest of its
+    facts); None for any Name that is not of the simple kind (der.simple_name) with plain values."""
+    attributes = simple_name(raw)
+    if attributes is None:
+        return None
+    parts, key, common_names = [], [], []
+    for dotted, encoded, tag in attributes:
+        try:
+            value = encoded.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        if not (_PLAIN_VALUE if tag == PRINTABLE_STRING else _PLAIN_TEXT_VALUE).fullmatch(value):
+            return None
+        parts.append(f"{SHORT_NAMES[dotted]}={value}")
+        key.append((sys.intern(dotted), value.lower()))  # casefold() of ASCII; single spaces already
+        if dotted == _COMMON_NAME:
+            common_names.append(value)
+    return _NameFacts(",".join(reversed(parts)), tuple(key), tuple(common_names))
 
 
 def _display_name(name: x509.Name) -> str:

@@ -63,3 +63,63 @@ def certificate_parts(der: bytes) -> tuple[bytes, bytes, bytes]:
     if tag != _SEQUENCE or stop > end:
         raise ValueError("subject is not a SEQUENCE")
     return der[tbs_start:end], issuer, der[subject_start:stop]
+
+
+def _oid_content(dotted: str) -> bytes:
+    """The DER content octets of an OBJECT IDENTIFIER (X.690 8.19)."""
+    arcs = [int(arc) for arc in dotted.split(".")]
+    out = bytearray()
+    for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
+        septets = [arc & 0x7F]
+        while arc > 0x7F:
+            arc >>= 7
+            septets.append(0x80 | (arc & 0x7F))
+        out.extend(reversed(septets))
+    return bytes(out)
+
+
+# The attribute types RFC 4514 writes by a short name (as cryptography's rfc4514_string does).
+SHORT_NAMES = {
+    "2.5.4.3": "CN",
+    "2.5.4.7": "L",
+    "2.5.4.8": "ST",
+    "2.5.4.10": "O",
+    "2.5.4.11": "OU",
+    "2.5.4.6": "C",
+    "2.5.4.9": "STREET",
+    "0.9.2342.19200300.100.1.25": "DC",
+    "0.9.2342.19200300.100.1.1": "UID",
+}
+_KNOWN_TYPES = {_oid_content(dotted): dotted for dotted in SHORT_NAMES}
+_OID, _SET = 0x06, 0x31
+PRINTABLE_STRING, _UTF8_STRING, _IA5_STRING = 0x13, 0x0C, 0x16
+
+
+def simple_name(raw: bytes) -> list[tuple[str, bytes, int]] | None:
+    """The attributes of the Name encoded as `raw`, as (dotted type, value bytes, string tag), when it
+    is the simple kind: one attribute per RDN, each of a type in SHORT_NAMES, each value a
+    PrintableString, UTF8String or IA5String. None for any other Name (or any surprise)."""
+    try:
+        tag, at, end = _header(raw, 0)
+        if tag != _SEQUENCE or end != len(raw) or at == end:
+            return None
+        attributes = []
+        while at < end:
+            tag, rdn_start, rdn_end = _header(raw, at)
+            if tag != _SET:
+                return None
+            tag, attr_start, attr_end = _header(raw, rdn_start)
+            if tag != _SEQUENCE or attr_end != rdn_end:
+                return None  # more than one attribute in the RDN
+            tag, oid_start, oid_end = _header(raw, attr_start)
+            dotted = _KNOWN_TYPES.get(raw[oid_start:oid_end]) if tag == _OID else None
+            if dotted is None:
+                return None
+            tag, value_start, value_end = _header(raw, oid_end)
+            if tag not in (PRINTABLE_STRING, _UTF8_STRING, _IA5_STRING) or value_end != attr_end:
+                return None
+            attributes.append((dotted, raw[value_start:value_end], tag))
+            at = rdn_end
+        return attributes
+    except ValueError:
+        return None
