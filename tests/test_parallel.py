@@ -37,7 +37,7 @@ def _wait_for_workers(markers: Path, count: int) -> None:
     """Wait until `count` worker processes have claimed a piece each, so that no process can take
     every piece before the others start (pieces are claimed from a shared queue)."""
     deadline = time.monotonic() + 20
-    while len([m for m in markers.iterdir() if m.name != str(PARENT)]) < count:
+    while len([m for m in markers.iterdir() if m.name.isdigit() and m.name != str(PARENT)]) < count:
         assert time.monotonic() < deadline, "the workers never claimed a piece"
         time.sleep(0.01)
 
@@ -313,16 +313,22 @@ def test_one_stalled_worker_does_not_cost_the_others_their_results(caplog, tmp_p
     stuck = tmp_path / "stuck"
     done_here: list[int] = []
 
+    finished = tmp_path / "finished"
+
     def work(share):
         if os.getpid() == PARENT:
             _wait_for_workers(tmp_path, 2)
+            deadline = time.monotonic() + 20
+            while not finished.exists():  # the other worker has delivered a piece of its own
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
             done_here.append(share[0])
             return [n * 10 for n in share]
         try:
             os.close(os.open(stuck, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # the first worker here gets stuck
         except FileExistsError:
             _started(tmp_path)
-            time.sleep(0.05)  # let the stuck worker's piece be the only one the parent redoes
+            finished.touch()
             return [n * 10 for n in share]
         stuck.write_text(str(share[0]))
         _started(tmp_path)
@@ -420,7 +426,7 @@ def test_a_bundle_that_changes_during_the_first_pass_is_judged_again(tmp_path, s
     def older_in_workers(path):
         if path == shared and os.getpid() != PARENT:
             data = pkigen.pem_bundle(pkigen.make_root("Before The Edit Root CA"))
-            return f"{len(data)}:before", data
+            return f"{len(data)}:before", data, None
         return real(path)
 
     monkeypatch.setattr(service, "_fingerprint_and_data", older_in_workers)

@@ -59,7 +59,6 @@ import logging
 import os
 import socket
 import ssl
-import stat
 import tempfile
 import threading
 import time
@@ -74,6 +73,8 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from cryptography.x509.oid import AuthorityInformationAccessOID
+
+from .regularfile import NotARegularFile, read_regular
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -720,19 +721,10 @@ def _dedupe(candidates: Iterable[Candidate]) -> list[Candidate]:
 
 def _read_regular_file(path: str) -> bytes | None:
     """The bytes of `path` if it is a regular file (never blocks on a FIFO); _Failure if big."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
-        info = os.fstat(fd)
-    except OSError:
-        os.close(fd)
-        raise
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
+        data, _ = read_regular(path, MAX_DIRECTORY_FILE + 1)
+    except (IsADirectoryError, NotARegularFile):
         return None
-    with os.fdopen(fd, "rb") as handle:
-        if info.st_size > MAX_DIRECTORY_FILE:
-            raise _Failure(f"skipped: larger than {MAX_DIRECTORY_FILE} bytes")
-        data = handle.read(MAX_DIRECTORY_FILE + 1)
     if len(data) > MAX_DIRECTORY_FILE:
         raise _Failure(f"skipped: larger than {MAX_DIRECTORY_FILE} bytes")
     return data

@@ -8,7 +8,6 @@ import errno
 import hashlib
 import os
 import re
-import stat
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.utils import CryptographyDeprecationWarning
 
 from .certinfo import canonical, parsed_once
+from .regularfile import NotARegularFile, read_regular
 from .report import Code, Problem, Severity, reduce_to_constructor
 
 MAX_BUNDLE_BYTES = 8 * 1024 * 1024
@@ -187,35 +187,8 @@ def _read_pem_bundle(data: bytes, path: str) -> BundleReading:
 # --- file access -------------------------------------------------------------------------------
 
 
-class _NotARegularFile(OSError):
-    pass
-
-
 def _read_at_most(path: str, limit: int) -> bytes:
-    # O_NONBLOCK keeps a FIFO from blocking the open; it is rejected right after.
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags)
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-        if not stat.S_ISREG(info.st_mode):
-            raise _NotARegularFile(path)
-        chunks: list[bytes] = []
-        remaining = limit
-        # The whole file in the first read, sized to it: a fixed 1 MiB request allocates (and, with
-        # the daemon's mmap threshold, maps and unmaps) a megabyte for every few-KiB bundle.
-        step = info.st_size + 1
-        while remaining > 0:
-            chunk = os.read(fd, min(remaining, step))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            remaining -= len(chunk)
-            step = 1 << 16
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+    return read_regular(path, limit)[0]
 
 
 _OS_REASONS = {
@@ -230,7 +203,7 @@ _OS_REASONS = {
 
 
 def _os_reason(exc: OSError) -> str:
-    if isinstance(exc, _NotARegularFile):
+    if isinstance(exc, NotARegularFile):
         return "it is not a regular file (a device, FIFO or socket)"
     return _OS_REASONS.get(exc.errno or 0) or exc.strerror or type(exc).__name__
 

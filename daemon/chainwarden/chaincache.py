@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import binascii
-import errno
 import hashlib
 import logging
 import os
 import re
-import stat
 import warnings
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from .atomicio import write_atomic
 from .certinfo import canonical, described_from_der, parsed_once
+from .regularfile import read_regular
 
 log = logging.getLogger("chainwarden.state")
 
@@ -26,21 +25,11 @@ _SAFE_HOST = re.compile(r"[A-Za-z0-9.-]*")
 _AS_STORED = re.compile(rb"(?:-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+-----END CERTIFICATE-----\n)+")
 
 
+_MAX_CHAIN_BYTES = 64 * 1024 * 1024  # far more than any chain; the cache holds only what store() wrote
+
+
 def _read(path: str) -> bytes:
-    """The file's bytes, with plain system calls (the io stack costs more than the reading here)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        chunks = []
-        step = info.st_size + 1  # all of it in one read
-        while chunk := os.read(fd, step):
-            chunks.append(chunk)
-            step = 1 << 16
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+    return read_regular(path, _MAX_CHAIN_BYTES)[0]
 
 
 def _load_pem(block: bytes) -> x509.Certificate:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import errno
 import hashlib
 import logging
 import os
 import queue
 import signal
-import stat
 import struct
 import threading
 import time
@@ -39,6 +37,7 @@ from .metrics import ChainwardenCollector, ConnectionState, FastExposition, Metr
 from .notify import sd_notify, watchdog_interval
 from .parallel import Cancelled
 from .probe import ProbeResult, probe_many
+from .regularfile import read_regular
 from .report import Result, Severity, overall_exit_code
 from .roots import RootStore, forget_loaded_stores, load_root_store
 from .watcher import Watcher
@@ -76,8 +75,8 @@ class Inventory:
 
         Returns the bytes fingerprinted (None when unreadable), so a caller need not read them again.
         """
-        key = _stat_key(path)
-        self.fingerprints[path], data = _fingerprint_and_data(path)
+        self.fingerprints[path], data, info = _fingerprint_and_data(path)
+        key = _key_of(info) if info is not None else None
         # Racily clean (git's term): a file changed within the timestamp granularity of this moment can
         # change again without its stat changing; only a stat older than that is trusted later.
         if key is None or time.time() - key[3] / 1e9 <= RACY_SECONDS:
@@ -134,24 +133,6 @@ class Inventory:
 FINGERPRINT_MAX_BYTES = 16 * 1024 * 1024 + 1
 
 
-def _read_regular(path: str, limit: int) -> tuple[bytes, int]:
-    """At most `limit` bytes of a regular file, and its size; a FIFO or device is an OSError, never a wait."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(errno.EINVAL, f"not a regular file (mode {stat.S_IFMT(info.st_mode):o})")
-        chunks: list[bytes] = []
-        step = info.st_size + 1  # one read sized to the file (see bundle._read_at_most)
-        while limit > 0 and (chunk := os.read(fd, min(limit, step))):
-            chunks.append(chunk)
-            limit -= len(chunk)
-            step = 1 << 16
-        return b"".join(chunks), info.st_size
-    finally:
-        os.close(fd)
-
-
 RACY_SECONDS = 2.0  # see Inventory.record
 _STAT = struct.Struct("<5q")
 
@@ -159,9 +140,12 @@ _STAT = struct.Struct("<5q")
 def _stat_key(path: str) -> tuple[int, ...] | None:
     """What changes whenever a file is written, replaced or swapped (a symlink is followed)."""
     try:
-        st = os.stat(path)
+        return _key_of(os.stat(path))
     except (OSError, ValueError):
         return None
+
+
+def _key_of(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
@@ -170,19 +154,20 @@ def fingerprint(path: str) -> str:
     return _fingerprint_and_data(path)[0]
 
 
-def _fingerprint_and_data(path: str) -> tuple[str, bytes | None]:
+def _fingerprint_and_data(path: str) -> tuple[str, bytes | None, os.stat_result | None]:
+    """The fingerprint, the bytes it was taken of, and the file's stat from before they were read."""
     try:
-        data, size = _read_regular(path, FINGERPRINT_MAX_BYTES)
-    except OSError as exc:
-        return f"error:{exc.errno}", None
-    return f"{hashlib.sha256(data).hexdigest()}:{size}", data
+        data, info = read_regular(path, FINGERPRINT_MAX_BYTES)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        return f"error:{getattr(exc, 'errno', None)}", None, None
+    return f"{hashlib.sha256(data).hexdigest()}:{info.st_size}", data, info
 
 
 def looks_truncated(path: str) -> bool:
     """A PEM caught half-written: more BEGIN lines than END lines."""
     try:
-        data, _ = _read_regular(path, 8 * 1024 * 1024)
-    except OSError:
+        data, _ = read_regular(path, 8 * 1024 * 1024)
+    except (OSError, ValueError):
         return False
     return data.count(b"-----BEGIN ") > data.count(b"-----END ")
 
