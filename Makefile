@@ -7,7 +7,7 @@ demo:
 
 test:
 	@scripts/bootstrap.sh
-	@.venv/bin/python -m pytest -q -p no:cacheprovider
+	@.venv/bin/python -m pytest -q -rs -p no:cacheprovider
 
 lint:
 	@scripts/bootstrap.sh

@@ -1,1 +1,1 @@
-"""chainwarden's benchmark (`make bench`): a generated corpus, the figures of issue 6, and a table of them."""
+"""chainwarden's benchmark (`make bench`): a generated corpus, the performance figures, and a table of them."""

@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--n 1000,10000]`: measure issue 6's figures on this machine and print a table.
+"""`python -m bench [--quick] [--n 1000,10000]`: measure the performance figures on this machine and print a table.
 
 Full run (`make bench`, about 4 minutes on 2 cores, plus about one the first time to generate the corpus):
 figure 1 at N = 1,000 and 10,000; figures 2-4 on a daemon watching N = 10,000 connections (200

@@ -538,7 +538,8 @@ def test_parse_certificates_skips_other_pem_blocks(ca: CA) -> None:
 
 
 def test_from_config_maps_regenerate_keys() -> None:
-    """FetchPolicy.from_config takes the [regenerate] values and <state dir>/aia-cache."""
+    """FetchPolicy.from_config takes the [regenerate] values; what private addresses may have served is
+    cached apart, so that turning allow_private_aia off also stops serving it."""
     from chainwarden.config import Config
 
     config = Config(
@@ -552,6 +553,8 @@ def test_from_config_maps_regenerate_keys() -> None:
         timeout=3.0,
         max_bytes=2048,
         allow_private=True,
-        cache_dir=os.path.join("/var/lib/cw", "aia-cache"),
+        cache_dir=os.path.join("/var/lib/cw", "aia-cache-private-allowed"),
         intermediates_dir="/etc/cw/intermediates",
     )
+    vetted = FetchPolicy.from_config(dataclasses.replace(config, regenerate_allow_private_aia=False))
+    assert vetted.cache_dir == os.path.join("/var/lib/cw", "aia-cache")

@@ -694,7 +694,10 @@ def test_invalid_path_is_unreadable() -> None:
     assert "not valid" in unreadable_message("/tmp/bad\0name.pem")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions, so none is denied")
+@pytest.mark.skipif(
+    os.geteuid() == 0,
+    reason="root ignores file permissions (as root, test_corpus checks permission denied as the user nobody)",
+)
 def test_permission_denied_is_unreadable(inter: bytes, tmp_path: Path) -> None:
     """An unreadable file, or one inside an unsearchable directory, gives 'permission denied'."""
     path = tmp_path / "secret.pem"

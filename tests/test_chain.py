@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 
 import pytest
 from cryptography import x509
@@ -287,6 +288,26 @@ def test_cn_fallback_only_without_san():
     inter = pkigen.make_intermediate("CN Issuing", root)
     leaf = pkigen.custom_cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)]), inter)
     assert run(leaf, [inter, root]).valid
+
+
+def test_cn_fallback_as_the_jvm_does_it():
+    """The JVM matches the most specific (last) CN only, and falls back to it when the SAN holds IP
+    addresses but no DNS name; a DNS name in the SAN rules the CN out."""
+    root = pkigen.make_root("CN Root")
+    inter = pkigen.make_intermediate("CN Issuing", root)
+
+    def leaf(common_names, san=None):
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn) for cn in common_names])
+        extensions = [(x509.SubjectAlternativeName(san), False)] if san else []
+        return pkigen.custom_cert(subject, inter, extensions)
+
+    ip_only = [x509.IPAddress(ipaddress.ip_address("192.0.2.7"))]
+    assert run(leaf([HOST], ip_only), [inter, root]).valid
+    assert run(leaf(["other.example", HOST]), [inter, root]).valid  # the last CN is the most specific
+    first_only = run(leaf([HOST, "other.example"]), [inter, root])
+    assert Code.HOSTNAME_MISMATCH in codes(first_only)
+    assert "CN other.example" in next(p.message for p in first_only.problems if p.code is Code.HOSTNAME_MISMATCH)
+    assert Code.HOSTNAME_MISMATCH in codes(run(leaf([HOST], [x509.DNSName("else.example")]), [inter, root]))
 
 
 @pytest.mark.parametrize("kind", ["rsa", "ec"])

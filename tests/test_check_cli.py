@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -189,6 +190,21 @@ def test_inspect_lists_every_block(world, tmp_path, capsys):
     assert [b.get("role") for b in blocks] == ["intermediate", None, "root"]
 
 
+def test_inspect_marks_certificates_that_are_not_valid_now(tmp_path, capsys):
+    """An expired (or not yet valid) certificate stands out in inspect's listing, and says so in JSON."""
+    root = pkigen.make_root("Inspect Root CA")
+    old = pkigen.make_intermediate(
+        "Lapsed Issuing CA", root, not_before=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+        not_after=dt.datetime(2021, 1, 1, tzinfo=dt.UTC),
+    )
+    bundle = tmp_path / "lapsed.pem"
+    bundle.write_bytes(pkigen.pem_bundle(old, root))
+    code, out, _ = run(capsys, "inspect", str(bundle))
+    assert "EXPIRED 2021-01-01" in out and out.count("EXPIRED") == 1
+    code, out, _ = run(capsys, "inspect", str(bundle), "--format", "json")
+    assert [b["validity"] for b in json.loads(out)["blocks"]] == ["expired", "valid"]
+
+
 def test_inline_client_cert_is_never_echoed(world, tmp_path, capsys):
     """Key material pasted into secrets.client_cert (instead of a path) is reported but never printed."""
     key_body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQCanary0123456789"
@@ -221,3 +237,18 @@ def test_connection_filter_on_an_invalid_connection_explains_it(world, tmp_path,
     code, out, err = run(capsys, "check", str(source), "--connection", "full_ok", "--offline")
     assert code == 2 and "no connection named" not in err
     assert 'found "server_certs": a typo?' in out
+
+
+def test_an_internal_error_exits_3_without_quoting_input(tmp_path, capsys, monkeypatch):
+    """A bug reads as 'could not run' (3), never as a verdict, and its message (which may quote input,
+    a secret say) is not printed: only where it happened."""
+    from chainwarden import inspect as inspect_module
+
+    def broken(*_args, **_kwargs):
+        raise TypeError("Bearer canary-0451")
+
+    monkeypatch.setattr(inspect_module, "inspect_bundle", broken)
+    monkeypatch.delenv("CHAINWARDEN_DEBUG", raising=False)
+    code, out, err = run(capsys, "inspect", str(tmp_path / "any.pem"))
+    assert code == 3 and "internal error: TypeError in cli.py:" in err and "(_cmd_inspect)" in err
+    assert "canary-0451" not in out + err

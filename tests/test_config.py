@@ -67,3 +67,29 @@ def test_unreadable_and_invalid_toml():
     """A missing file and broken TOML are both ConfigError with the path."""
     with pytest.raises(ConfigError, match="cannot read"):
         load_config("/nonexistent/chainwarden.toml")
+
+
+def test_a_config_that_is_no_file_is_refused_at_once(tmp_path: Path) -> None:
+    """A FIFO (which would block the reading forever) and a device such as /dev/zero (which would
+    fill memory) are refused with the path, never read."""
+    import os
+
+    fifo = tmp_path / "chainwarden.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=r"config .*chainwarden\.toml: cannot read: not a regular file"):
+        load_config(str(fifo))
+    zero = tmp_path / "zero.toml"
+    zero.symlink_to("/dev/zero")
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config(str(zero))
+
+
+def test_an_oversized_or_binary_config_is_refused(tmp_path: Path) -> None:
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"# " + b"x" * (1024 * 1024))
+    with pytest.raises(ConfigError, match="larger than"):
+        load_config(str(big))
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"[verify]\nworkers = 1\n\xff\xfe")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(str(binary))

@@ -295,6 +295,16 @@ def test_missing_comma_message_as_documented() -> None:
 
 
 @pytest.mark.parametrize(
+    "data", [b'{"external_connections": {', b'{"external_connections": {"a": {}}\n\n', b'{"a": [1,']
+)
+def test_a_file_cut_short_is_said_to_end_early(data: bytes) -> None:
+    """A truncated file (a copy interrupted, a closing brace lost) is named as such, not as a stray comma."""
+    message = only_problem(parse(data))
+    assert "invalid JSON: the file ends in the middle of the document" in message
+    assert "trailing comma" not in message
+
+
+@pytest.mark.parametrize(
     ("data", "message"),
     [
         (b"", f"{WHERE}: the file is empty; expected a JSON object"),
@@ -649,3 +659,13 @@ def test_plain_baseurls_read_exactly_as_the_full_parser_reads_them(monkeypatch: 
     shortcut = [read(url) for url in urls]
     monkeypatch.setattr(connections, "_PLAIN_BASEURL", connections.re.compile(r"(?!)"))  # never taken
     assert shortcut == [read(url) for url in urls]
+
+
+def test_a_connection_file_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    """A named pipe where the JSON should be would block a plain open() for good: refused, located."""
+    import os
+
+    fifo = tmp_path / "prodConnections.json"
+    os.mkfifo(fifo)
+    parsed = read_connection_file(fifo)
+    assert only_problem(parsed) == f"connection file {fifo}: cannot read: not a regular file (a device, FIFO or socket)"

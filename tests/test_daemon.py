@@ -345,8 +345,8 @@ def test_force_polling_config(tmp_path):
 def test_unreachable_endpoint_uses_cached_chain(site):
     """An endpoint that goes away: probe_success 0, endpoint_unreachable, bundle still checked on the cached leaf."""
     with DaemonProcess(site.config) as daemon:
-        # A live probe, not the start-up pass (complete already, from the bundle's own structure),
-        # is what writes the cached chain this test needs.
+        # A live probe, not the start-up pass (which knows no leaf yet), is what writes the cached
+        # chain this test needs.
         daemon.wait_value("chainwarden_endpoint_probe_success", 1.0, file=str(site.json), connection="erp")
         wait_complete(daemon, site, 1.0)
     site.servers[0].stop()
@@ -363,6 +363,27 @@ def test_unreachable_endpoint_uses_cached_chain(site):
         assert complete(daemon, site, "erp") == 1.0
         site.bundle.write_bytes(site.root_only)
         wait_complete(daemon, site, 0.0)
+
+
+def test_no_leaf_known_claims_neither_complete_nor_incomplete(site):
+    """An endpoint never reached (no probe, no cached chain) with a root-only bundle: only the leaf
+    would show the missing intermediate, so chain_complete is absent (never 1), and
+    endpoint_not_verified says why."""
+    site.bundle.write_bytes(site.root_only)
+    down = site.servers[0]
+    down.stop()
+    with DaemonProcess(site.config) as daemon:
+        daemon.wait_value("chainwarden_endpoint_probe_success", 0.0, file=str(site.json), connection="erp")
+        daemon.wait_value(
+            "chainwarden_chain_problem",
+            1.0,
+            file=str(site.json),
+            connection="erp",
+            code="endpoint_not_verified",
+            severity="warning",
+        )
+        assert complete(daemon, site, "erp") is None
+        assert complete(daemon, site, "crm") == 1.0
 
 
 def test_promtool_accepts_exposition(site):
@@ -495,7 +516,8 @@ def test_sd_notify_ready_status_and_watchdog(site, tmp_path):
         daemon = DaemonProcess(site.config, env=env)
         try:
             daemon.wait_for(lambda: received(lambda m: "READY=1" in m), "READY=1")
-            assert complete(daemon, site) is not None  # metrics are served by the time READY is sent
+            # metrics are served by the time READY is sent
+            assert daemon.value("chainwarden_last_check_timestamp_seconds", file=str(site.json), connection="erp")
             daemon.wait_for(lambda: received(lambda m: m.startswith("WATCHDOG=1")), "WATCHDOG=1")
             assert any("STATUS=" in m and "connections" in m for m in messages), messages
         finally:

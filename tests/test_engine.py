@@ -77,12 +77,17 @@ def test_leaf_taken_from_bundle_offline(pki):
 
 
 def test_structural_check_without_any_leaf(pki):
-    """Offline, no leaf anywhere: the bundle's CA structure is checked and endpoint_not_verified is a warning."""
+    """Offline, no leaf anywhere: the bundle's CA structure is checked and endpoint_not_verified is a
+    warning; the bundle is never called complete, since only the leaf shows a missing intermediate."""
     result = run(pkigen.pem_bundle(pki.intermediate, pki.root)).result
-    assert result.complete and result.verdict is Verdict.WARNING
+    assert not result.complete and result.structure_sound is True and result.verdict is Verdict.WARNING
     assert Code.ENDPOINT_NOT_VERIFIED in codes(result)
+    root_only = run(pkigen.pem_bundle(pki.root)).result  # lacks the intermediate, which nothing here shows
+    assert not root_only.complete and root_only.structure_sound is True
     broken = run(pkigen.pem_bundle(pki.intermediate)).result
-    assert Code.MISSING_ROOT in codes(broken) and not broken.complete
+    assert Code.MISSING_ROOT in codes(broken) and not broken.complete and broken.structure_sound is False
+    with_leaf = run(pkigen.pem_bundle(pki.intermediate, pki.root), probe(pki.leaf)).result
+    assert with_leaf.complete and with_leaf.structure_sound is None
 
 
 def test_unrelated_certificate(pki):

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
 from chainwarden import pkigen
 from chainwarden.bundle import read_bundle_bytes
+from chainwarden.chaincache import ChainCache
 from chainwarden.cli import main as cli_main
 from chainwarden.config import ConfigError, config_from_mapping
 from chainwarden.connections import parse_connection_file
@@ -122,7 +123,10 @@ def test_resubmission_keeps_relative_paths_of_untouched_connections_working(make
     two = site.source_text.replace(
         '\n  }\n}',
         ',\n    "crm": {"baseurl": "https://crm.invalid", "server_cert": "pki/crm.pem"},\n'
-        '    "hr": {"baseurl": "https://hr.invalid", "server_cert": "%s"}\n  }\n}' % (site.tmp / "pki" / "crm.pem"),
+        '    "hr": {"baseurl": "https://hr.invalid", "server_cert": "%s"},\n'
+        '    "plain_http": {"baseurl": "http://old.invalid", "server_cert": "pki/crm.pem"},\n'
+        '    "twice": {"baseurl": "https://t.invalid", "server_cert": "pki/a.pem", "server_cert": "pki/b.pem"}\n'
+        "  }\n}" % (site.tmp / "pki" / "crm.pem"),
     )
     site.json.write_text(two)
     _, out = site.fix(capsys, "--write")  # exit 2: crm and hr have no reachable endpoint
@@ -131,6 +135,10 @@ def test_resubmission_keeps_relative_paths_of_untouched_connections_working(make
     written = json.loads(output.read_text())["external_connections"]
     assert written["crm"]["server_cert"] == os.path.relpath(site.tmp / "pki" / "crm.pem", output.parent)
     assert written["hr"]["server_cert"] == str(site.tmp / "pki" / "crm.pem")  # absolute: left alone
+    # A connection too broken to check still names its bundle from the outbox once it is repaired ...
+    assert written["plain_http"]["server_cert"] == written["crm"]["server_cert"]
+    # ... and one whose server_cert is ambiguous is left exactly as it was.
+    assert '"server_cert": "pki/a.pem", "server_cert": "pki/b.pem"' in output.read_text()
     assert set(out["files"][0]["connections"]) == {"erp"}  # only erp is reported as fixed
     cli_main(["check", str(output), "--offline", "--config", str(site.config), "--format", "json"])
     checked = json.loads(capsys.readouterr().out)
@@ -221,6 +229,35 @@ def test_private_aia_refused_unless_allowed(make_site, capsys):
     code, out = site.fix(capsys)
     assert code == 2
     assert "allow_private_aia" in out["files"][0]["failures"][0]["message"]
+
+
+def test_private_aia_fetched_earlier_is_not_served_from_the_cache_once_refused(make_site, capsys):
+    """An intermediate fetched from a loopback AIA URL while that was allowed is not taken from the
+    cache after allow_private_aia is turned off: the refusal stands."""
+    site = make_site()
+    code, _ = site.fix(capsys)
+    assert code == 0  # fetched, and cached
+    site.config.write_text(site.config.read_text().replace("allow_private_aia = true", "allow_private_aia = false"))
+    code, out = site.fix(capsys)
+    assert code == 2
+    assert "allow_private_aia" in out["files"][0]["failures"][0]["message"]
+
+
+def test_a_file_no_rewrite_can_read_is_reported_not_a_crash(make_site, capsys):
+    """A repeated top-level apply_at makes any rewrite ambiguous: fix says so (fix_failed, exit 2) and
+    writes nothing; a file with only its own errors is listed with them, not left out."""
+    site = make_site()
+    site.json.write_text(site.source_text.replace('"apply_at":', '"apply_at": "2026-01-01T00:00Z",\n  "apply_at":'))
+    code, out = site.fix(capsys, "--write")
+    assert code == 2
+    (failure,) = out["files"][0]["failures"]
+    assert failure["code"] == "fix_failed" and 'top-level key "apply_at" appears 2 times' in failure["message"]
+    assert not site.outbox.exists() or not list(site.outbox.iterdir())
+    site.json.write_text(site.source_text[:40])  # cut short
+    code, out = site.fix(capsys)
+    assert code == 2
+    (reason,) = out["files"][0]["unfixable"]
+    assert reason["connection"] == "(file)" and "invalid JSON" in reason["reason"]
 
 
 def test_shared_bundle_keeps_the_other_connections_certificates(tmp_path, capsys):
@@ -373,6 +410,18 @@ def test_unreachable_endpoint_is_explained(make_site, capsys):
     assert item["connection"] == "erp" and "refused" in item["reason"]
 
 
+def test_fix_offline_completes_from_the_chain_the_daemon_cached(make_site, capsys):
+    """fix --offline (as the demo suggests): the endpoint is down, but the daemon's cached chain of it
+    gives the leaf, whose AIA completes the bundle."""
+    site = make_site()
+    ChainCache(site.tmp / "state" / "chains").store(HOST, site.server.port, (site.leaf.cert,))
+    site.server.stop()
+    code, out = site.fix(capsys, "--offline")
+    assert code == 0, out
+    subjects = [c["subject"] for c in out["files"][0]["bundles"][0]["certificates"]]
+    assert subjects == [site.inter.cert.subject.rfc4514_string(), site.root.cert.subject.rfc4514_string()]
+
+
 def test_newer_plan_supersedes_the_unsubmitted_one(make_site, capsys):
     """When the needed bundle changes, the same resubmission JSON is replaced, never a second one added."""
     site = make_site()
@@ -387,7 +436,7 @@ def test_newer_plan_supersedes_the_unsubmitted_one(make_site, capsys):
         not_after=site.inter.cert.not_valid_after_utc + dt.timedelta(days=400),
     )
     site.aia.set("/issuing.der", (renewed.der, "application/pkix-cert"))
-    for cached in (site.tmp / "state" / "aia-cache").glob("*"):
+    for cached in (site.tmp / "state" / "aia-cache-private-allowed").glob("*"):
         cached.unlink()  # the renewal is a new certificate at the same URL
     code, out = site.fix(capsys, "--write")
     second = out["files"][0]

@@ -264,6 +264,18 @@ def test_schedule_at_is_left_alone() -> None:
     )
 
 
+def test_an_ambiguous_connection_left_alone_does_not_stop_the_others() -> None:
+    """A repeated server_cert in a connection the rewrite does not touch stays byte for byte; only
+    rewriting that connection would be ambiguous."""
+    source = (
+        b'{"external_connections": {"a": {"server_cert": "/1", "server_cert": "/2"},\n'
+        b' "b": {"server_cert": "/old.pem"}}}'
+    )
+    out = rewrite(source, {"b": "/new.pem"})
+    assert b'"a": {"server_cert": "/1", "server_cert": "/2"},\n' in out
+    assert b'"b": {"server_cert": "/new.pem"}' in out
+
+
 @pytest.mark.parametrize(
     ("source", "certs", "message"),
     [
@@ -298,7 +310,7 @@ def test_schedule_at_is_left_alone() -> None:
         ),
         (
             b'{"external_connections": {"a": {"server_cert": "/1", "server_cert": "/2"}}}',
-            {},
+            {"a": "/x.pem"},
             'connection "a": key "server_cert" appears 2 times',
         ),
         (

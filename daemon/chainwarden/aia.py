@@ -36,8 +36,10 @@ certificate, or a DER PKCS#7 certs-only bundle when the URL returned several), w
 atomically. A cached entry is used without any network access and never expires (a caIssuers
 URL names an immutable certificate in practice); an entry that no longer parses is ignored
 and refetched. A cache that cannot be written is logged at warning level and otherwise
-ignored. The URL scheme is checked before the cache is consulted; the SSRF guard applies only
-to network access, so an entry cached while `allow_private` was on is still served.
+ignored. The URL scheme is checked before the cache is consulted. What was fetched while
+`allow_private` was on may come from a private address, so it is kept apart
+(`<state dir>/aia-cache-private-allowed`) and never served once the setting is off; with it
+off, the SSRF guard has vetted every entry of `<state dir>/aia-cache`.
 
 Limitations:
 
@@ -74,6 +76,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
+from .certinfo import NameKey, describe
 from .regularfile import NotARegularFile, read_regular
 
 if TYPE_CHECKING:
@@ -111,7 +114,7 @@ class FetchPolicy:
     max_bytes: int = 1024 * 1024
     max_redirects: int = 3
     allow_private: bool = False  # loopback/private/link-local/reserved targets refused unless True
-    cache_dir: str | None = None  # on-disk cache of fetched certificates (<state dir>/aia-cache)
+    cache_dir: str | None = None  # on-disk cache of fetched certificates (see cache_folder)
     intermediates_dir: str | None = None  # offline directory searched FIRST (PEM/DER/PKCS#7)
 
     @classmethod
@@ -121,7 +124,7 @@ class FetchPolicy:
             timeout=config.regenerate_aia_timeout,
             max_bytes=config.regenerate_aia_max_bytes,
             allow_private=config.regenerate_allow_private_aia,
-            cache_dir=os.path.join(config.state_dir, "aia-cache"),
+            cache_dir=os.path.join(config.state_dir, cache_folder(config.regenerate_allow_private_aia)),
             intermediates_dir=config.regenerate_intermediates_dir,
         )
 
@@ -550,6 +553,11 @@ def fetch_url(url: str, policy: FetchPolicy) -> FetchResult:
 # Cache
 
 
+def cache_folder(allow_private: bool) -> str:
+    """The cache's folder under the state dir: apart for fetches that the SSRF guard did not vet."""
+    return "aia-cache-private-allowed" if allow_private else "aia-cache"
+
+
 def _cache_path(url: str, cache_dir: str) -> str:
     return os.path.join(cache_dir, hashlib.sha256(url.encode("utf-8")).hexdigest() + ".der")
 
@@ -639,7 +647,8 @@ def _ca_issuers_urls(cert: x509.Certificate) -> list[str]:
 class IntermediateFinder:
     """Find candidate issuers for a certificate: the offline directory first, then its AIA caIssuers URLs.
 
-    Candidates are matched by name only (`child.issuer == candidate.subject`): checking the
+    Candidates are matched by name only (the child's issuer and the candidate's subject, compared
+    as path building compares them, certinfo's name keys): checking the
     signature, and deciding whether a self-signed candidate may be trusted (it may not, when
     it came from AIA), is the caller's job. The directory is read once, on first use; files
     that cannot be used are logged at warning level and listed in `directory_errors`.
@@ -654,7 +663,7 @@ class IntermediateFinder:
         self._policy = policy
         self._fetch = fetch
         self._lock = threading.Lock()
-        self._index: dict[x509.Name, list[Candidate]] | None = None
+        self._index: dict[NameKey, list[Candidate]] | None = None
         self._directory_errors: tuple[str, ...] = ()
 
     @property
@@ -670,14 +679,14 @@ class IntermediateFinder:
         caIssuers URLs are fetched (http and https before other schemes) until one yields a
         match. Errors are the sentences of failed fetches and of responses with no match.
         """
-        matches = self._directory().get(child.issuer)
+        facts = describe(child)  # names as path building reads them (never raises on odd ones)
+        matches = self._directory().get(facts.issuer_key)
         if matches:
             return list(matches), []
         try:
             urls = _ca_issuers_urls(child)
         except ValueError as exc:
-            subject = child.subject.rfc4514_string()
-            return [], [f"certificate {subject}: unreadable Authority Information Access: {exc}"]
+            return [], [f"certificate {facts.subject}: unreadable Authority Information Access: {exc}"]
         errors: list[str] = []
         for url in urls:
             result = self._fetch(url, self._policy)
@@ -688,17 +697,17 @@ class IntermediateFinder:
             found = _dedupe(
                 Candidate(cert, prefix + url)
                 for cert in result.certificates
-                if cert.subject == child.issuer
+                if describe(cert).subject_key == facts.issuer_key
             )
             if found:
                 return found, errors
             errors.append(
                 f"AIA {_show(url)}: {len(result.certificates)} certificate(s), none with "
-                f"subject {child.issuer.rfc4514_string()}"
+                f"subject {facts.issuer}"
             )
         return [], errors
 
-    def _directory(self) -> dict[x509.Name, list[Candidate]]:
+    def _directory(self) -> dict[NameKey, list[Candidate]]:
         with self._lock:
             if self._index is None:
                 self._index, errors = _load_directory(self._policy.intermediates_dir)
@@ -730,9 +739,9 @@ def _read_regular_file(path: str) -> bytes | None:
     return data
 
 
-def _load_directory(directory: str | None) -> tuple[dict[x509.Name, list[Candidate]], list[str]]:
+def _load_directory(directory: str | None) -> tuple[dict[NameKey, list[Candidate]], list[str]]:
     """Every certificate in the regular files of `directory` (not recursive), by subject."""
-    index: dict[x509.Name, list[Candidate]] = {}
+    index: dict[NameKey, list[Candidate]] = {}
     errors: list[str] = []
     if not directory:
         return index, errors
@@ -757,7 +766,7 @@ def _load_directory(directory: str | None) -> tuple[dict[x509.Name, list[Candida
             errors.append(f"intermediates_dir {path}: no certificate: {exc}")
             continue
         for cert in certificates:
-            entries = index.setdefault(cert.subject, [])
+            entries = index.setdefault(describe(cert).subject_key, [])
             der = cert.public_bytes(Encoding.DER)
             if all(entry.cert.public_bytes(Encoding.DER) != der for entry in entries):
                 entries.append(Candidate(cert, f"intermediates_dir:{path}"))

@@ -18,7 +18,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.utils import CryptographyDeprecationWarning
 
-from .certinfo import canonical, parsed_once
+from .certinfo import canonical, describe, parsed_once
 from .regularfile import NotARegularFile, read_regular
 from .report import Code, Problem, Severity, reduce_to_constructor
 
@@ -344,7 +344,7 @@ def _issue(key: str) -> _Issue:
 
 
 def _subject(cert: x509.Certificate | None) -> str:
-    return cert.subject.rfc4514_string() if cert is not None else ""
+    return describe(cert).subject if cert is not None else ""  # never raises on an odd name
 
 
 def _unreadable(path: str, encoding: str, reason: str) -> BundleReading:

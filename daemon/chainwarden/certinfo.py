@@ -78,6 +78,7 @@ class CertInfo:
     self_issued: bool
     signature_hash: str | None = None  # signature_hash_name(cert), read once
     rsa_bits: int | None = None  # _rsa_key_bits(cert), read once
+    name_error: str | None = None  # its subject or issuer name could not be read
 
     @property
     def der(self) -> bytes:
@@ -106,6 +107,9 @@ class CertInfo:
 
     def valid_at(self, moment: datetime) -> bool:
         return self.not_before <= moment <= self.not_after
+
+
+NameKey = tuple[tuple[str, str], ...]  # how names are compared (see name_key)
 
 
 def name_key(name: x509.Name) -> tuple[tuple[str, str], ...]:
@@ -289,9 +293,13 @@ def _build(kept: x509.Certificate, der: bytes) -> CertInfo:
         raw_issuer = raw_subject = None
     else:
         _remember_tbs(sha256, tbs)
-    issuer = _name_facts(raw_issuer, lambda: cert.issuer, keep=True)
+    issuer = _name_facts(raw_issuer, lambda: cert.issuer, keep=True, which="issuer")
     is_ca = isinstance(bc, x509.BasicConstraints) and bc.ca
-    subject = issuer if raw_subject == raw_issuer else _name_facts(raw_subject, lambda: cert.subject, keep=is_ca)
+    subject = (
+        issuer
+        if raw_subject == raw_issuer
+        else _name_facts(raw_subject, lambda: cert.subject, keep=is_ca, which="subject")
+    )
     aki_id = aki.key_identifier if isinstance(aki, x509.AuthorityKeyIdentifier) else None
     return CertInfo(
         cert=kept,
@@ -319,6 +327,7 @@ def _build(kept: x509.Certificate, der: bytes) -> CertInfo:
         self_issued=subject.key == issuer.key,
         signature_hash=signature_hash_name(cert),
         rsa_bits=_rsa_key_bits(cert),
+        name_error=_name_error(subject, issuer),
     )
 
 
@@ -327,6 +336,7 @@ class _NameFacts:
     display: str
     key: tuple[tuple[str, str], ...]
     common_names: tuple[str, ...]
+    error: str | None = None  # why the name could not be read (it then matches no other name)
 
 
 # Name facts by the Name's DER as encoded: a CA's name recurs as the issuer of every certificate it
@@ -334,21 +344,41 @@ class _NameFacts:
 _NAMES: dict[bytes, _NameFacts] = {}
 
 
-def _name_facts(raw: bytes | None, read: Callable[[], x509.Name], *, keep: bool) -> _NameFacts:
+def _name_facts(raw: bytes | None, read: Callable[[], x509.Name], *, keep: bool, which: str) -> _NameFacts:
     """Facts of the Name encoded as `raw` (read with `read` on a miss); kept for the names that recur."""
     if raw is not None:
         known = _NAMES.get(raw)
         if known is not None:
             return known
-    facts = (_simple_name_facts(raw) if raw is not None else None) or _facts_of_name(read())
+    facts = (_simple_name_facts(raw) if raw is not None else None) or _read_name_facts(read, raw, which)
     if not keep:
         return facts
-    facts = _NameFacts(_shared(facts.display), _shared(facts.key), facts.common_names)
+    facts = _NameFacts(_shared(facts.display), _shared(facts.key), facts.common_names, facts.error)
     if raw is not None:
         if len(_NAMES) >= _CACHE_LIMIT:
             _NAMES.clear()
         _NAMES[raw] = facts
     return facts
+
+
+def _read_name_facts(read: Callable[[], x509.Name], raw: bytes | None, which: str) -> _NameFacts:
+    """The facts of the Name `read()` gives; for one cryptography parses but cannot give as a Name
+    (a BIT STRING common name, bad UTF-8, an empty RDN), a placeholder that names no other certificate."""
+    try:
+        return _facts_of_name(read())
+    except Exception as exc:  # noqa: BLE001 - any odd value in a peer's certificate must not stop a pass
+        digest = hashlib.sha256(raw or b"").hexdigest()[:16]
+        return _NameFacts(
+            display=f"<unreadable {which} name, DER sha256 {digest}>",
+            key=(("unreadable", (raw or b"").hex()),),
+            common_names=(),
+            error=f"its {which} name cannot be read ({type(exc).__name__}: a value of a type or encoding "
+            "that names do not hold)",
+        )
+
+
+def _name_error(subject: _NameFacts, issuer: _NameFacts) -> str | None:
+    return subject.error or issuer.error
 
 
 def _facts_of_name(name: x509.Name) -> _NameFacts:

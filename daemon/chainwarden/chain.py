@@ -175,7 +175,9 @@ def diagnose(
     )
     extended_search = find_paths(leaf, extended_pool)
     related |= {link.cert.sha256 for path in extended_search.complete for link in path if link.source is Source.BUNDLE}
-    candidates = scored + [(p, problems_of(p)) for p in extended_search.complete]
+    # The extended pool holds the bundle's certificates too: its search finds the bundle's paths again.
+    known = {path for path, _ in scored}
+    candidates = scored + [(p, problems_of(p)) for p in extended_search.complete if p not in known]
     if candidates:
         chosen, problems = min(candidates, key=lambda item: _rank(item[0], item[1]))
         missing = _missing_links(chosen, inputs.store_name)
@@ -328,6 +330,17 @@ def _path_notes(chosen: Path, others: Sequence[tuple[Path, list[Problem]]]) -> l
     for path, problems in others:
         if path == chosen:
             continue
+        # Named by everything above the leaf: two paths may end in the same root.
+        via = " -> ".join(_named(link) for link in path[1:])
         reason = next((p.message for p in problems if p.severity is Severity.ERROR), "valid")
-        notes.append(f"alternative path via {path[-1].cert.subject} not chosen ({reason})")
+        note = f"alternative path via {via} not chosen ({reason})"
+        if note not in notes:
+            notes.append(note)
     return notes
+
+
+def _named(link: Link) -> str:
+    if link.hidden:
+        return link.cert.subject + " (in a bundle block OpenSSL and the JVM would not read)"
+    where = {Source.ENDPOINT: " (as the endpoint presents it)", Source.STORE: " (from the root store)"}
+    return link.cert.subject + where.get(link.source, "")

@@ -29,7 +29,7 @@ _MAX_CHAIN_BYTES = 64 * 1024 * 1024  # far more than any chain; the cache holds 
 
 
 def _read(path: str) -> bytes:
-    return read_regular(path, _MAX_CHAIN_BYTES)[0]
+    return read_regular(path, _MAX_CHAIN_BYTES + 1)[0]
 
 
 def _load_pem(block: bytes) -> x509.Certificate:
@@ -40,10 +40,15 @@ def _load_pem(block: bytes) -> x509.Certificate:
 
 def _load_leaf(block: re.Match[bytes]) -> x509.Certificate:
     """The leaf of a stored chain: new to this process, so decoded here and described from its DER."""
+    compact = block[1].replace(b"\n", b"")
     try:
-        der = binascii.a2b_base64(block[1].replace(b"\n", b""), strict_mode=True)
+        der = binascii.a2b_base64(compact, strict_mode=True)
     except binascii.Error:
-        return canonical(_load_pem(block[0]))  # let the PEM reader decide (and word the error)
+        der = b""
+    if not der or binascii.b2a_base64(der, newline=False) != compact:
+        # Not the canonical base64 that store() writes (stray bits in the last symbol, say): the PEM
+        # reader decides, as it does for every other cached chain.
+        return canonical(_load_pem(block[0]))
     return described_from_der(der)
 
 
@@ -56,6 +61,7 @@ def _load_pems(data: bytes) -> list[x509.Certificate]:
 class ChainCache:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
+        self._warned: set[str] = set()  # cached chains already said to be unreadable (said once)
 
     def _file(self, host: str, port: int) -> Path:
         return Path(self._name(host, port))
@@ -72,19 +78,31 @@ class ChainCache:
         path = self._name(host, port)  # a str, not a Path: this runs once per endpoint and pass
         try:
             data = _read(path)
-        except OSError:
-            return ()
+        except FileNotFoundError:
+            return ()  # never probed from here: the usual case for a new endpoint
+        except OSError as exc:
+            return self._unreadable(path, exc.strerror or type(exc).__name__)
+        if len(data) > _MAX_CHAIN_BYTES:
+            return self._unreadable(path, "larger than any chain")
         try:
             if _AS_STORED.fullmatch(data):
                 # The layout store() writes. The leaf is new to this process; the CAs after it recur
                 # in every file, so each is parsed once.
                 blocks = list(_BLOCK.finditer(data))
                 leaf = _load_leaf(blocks[0])
-                return (leaf, *(parsed_once(block[0], _load_pem) for block in blocks[1:]))
-            return tuple(canonical(cert) for cert in _load_pems(data))
-        except ValueError:
-            log.warning("ignoring unreadable cached chain %s", path)
-            return ()
+                chain = (leaf, *(parsed_once(block[0], _load_pem) for block in blocks[1:]))
+            else:
+                chain = tuple(canonical(cert) for cert in _load_pems(data))
+        except Exception:  # noqa: BLE001 - whatever a hostile peer's certificate does, it is only absent
+            return self._unreadable(path, "not a chain of readable certificates")
+        self._warned.discard(path)
+        return chain
+
+    def _unreadable(self, path: str, why: str) -> tuple[x509.Certificate, ...]:
+        if path not in self._warned:
+            self._warned.add(path)
+            log.warning("ignoring the cached chain %s: %s", path, why)
+        return ()
 
     def store(self, host: str, port: int, chain: tuple[x509.Certificate, ...]) -> bool:
         """Remember `chain`; returns False (and logs) when the state folder is not writable."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -44,6 +46,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNKNOWN
     except BrokenPipeError:
         return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - a bug must read as "could not run" (3), never as a verdict
+        if os.environ.get("CHAINWARDEN_DEBUG"):
+            raise  # the whole traceback, for a bug report (it may quote input)
+        print(f"chainwarden: internal error: {_where_it_failed(exc)}; please report it", file=sys.stderr)
+        return EXIT_UNKNOWN
+
+
+def _where_it_failed(exc: BaseException) -> str:
+    """The exception's type and the innermost line of chainwarden's code it passed through; not its
+    message, which might quote input (a secret, say)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if "chainwarden" in f.filename.replace("\\", "/")] or frames
+    if not ours:
+        return type(exc).__name__
+    frame = ours[-1]
+    return f"{type(exc).__name__} in {os.path.basename(frame.filename)}:{frame.lineno} ({frame.name})"
 
 
 OFFLINE_HELP = "do not probe endpoints (use the daemon's cached chains, else leaves in bundles)"
@@ -142,7 +160,14 @@ def _cmd_check(args: argparse.Namespace, config: Config) -> int:
         presented = presented_chains(connections, config, offline=args.offline)
         if at_apply:
             for connection_file in inputs.files:
-                when = connection_file.apply_at.isoformat() if connection_file.apply_at else "now (it has no apply_at)"
+                if connection_file.apply_at is not None:
+                    when = connection_file.apply_at.isoformat()
+                elif connection_file.apply_at_key == "apply_at":
+                    when = "now (its apply_at is not a valid date-time; see apply_at_invalid)"
+                elif connection_file.apply_at_key == "schedule_at":
+                    when = "now (it says schedule_at, which is not used; see schedule_at_used)"
+                else:
+                    when = "now (it has no apply_at)"
                 print(f"chainwarden: {connection_file.path}: evaluated at {when}", file=sys.stderr)
         results = evaluate_pass(inputs, presented, now, config, connection_name=args.connection, at_apply=at_apply)
     print(
@@ -164,6 +189,8 @@ def _check_one_bundle(args: argparse.Namespace, config: Config, now: datetime): 
             reasons = "; ".join(p.message for p in chain_reading.problems) or "no certificate in it"
             raise UsageError(f"--chain {args.chain}: {reasons}")
         presented = Presented(chain_reading.certificates(), "file")
+        if not args.host:
+            print("chainwarden: no --host given: the endpoint certificate's names were not checked", file=sys.stderr)
     evaluation = evaluate(
         Target(None, None, args.host, args.host, args.bundle),
         read_bundle_file(args.bundle),
@@ -204,16 +231,16 @@ def _cmd_fetch_chain(args: argparse.Namespace, config: Config) -> int:
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
+    from .certinfo import describe
+
     for index, der in enumerate(result.chain):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 cert = x509.load_der_x509_certificate(der)
-            print(f"# {index}: subject {cert.subject.rfc4514_string()}", file=sys.stderr)
-            print(
-                f"#    issuer {cert.issuer.rfc4514_string()}, expires {iso_utc(cert.not_valid_after_utc)}",
-                file=sys.stderr,
-            )
+            facts = describe(cert)  # never raises on an odd name
+            print(f"# {index}: subject {facts.subject}", file=sys.stderr)
+            print(f"#    issuer {facts.issuer}, expires {iso_utc(facts.not_after)}", file=sys.stderr)
             sys.stdout.write(cert.public_bytes(Encoding.PEM).decode())
         except ValueError as exc:
             print(f"# {index}: unreadable certificate: {exc}", file=sys.stderr)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .regularfile import NotARegularFile, read_regular
+
 DEFAULT_LISTEN = "127.0.0.1:9847"
 
 
@@ -134,13 +136,25 @@ def load_config(path: str | None) -> Config:
     if path is None:
         return Config()
     try:
-        with open(path, "rb") as handle:
-            raw = tomllib.load(handle)
+        data, _ = read_regular(path, MAX_CONFIG_BYTES + 1)  # a FIFO or /dev/zero is refused, not read
+    except NotARegularFile:
+        raise ConfigError(f"config {path}: cannot read: not a regular file (a device, FIFO or socket)") from None
     except OSError as exc:
         raise ConfigError(f"config {path}: cannot read: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL in the path
+        raise ConfigError(f"config {path!r}: cannot read: the path is not valid") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config {path}: larger than {MAX_CONFIG_BYTES} bytes; not a configuration file")
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {path}: not UTF-8 text (byte offset {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {path}: invalid TOML: {exc}") from None
     return config_from_mapping(raw, path)
+
+
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 def config_from_mapping(raw: dict[str, Any], source: str) -> Config:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from chainwarden.regularfile import NotARegularFile, read_regular
 from chainwarden.report import Code, Problem, Severity
 
 MAX_CONNECTION_JSON_BYTES = 16 * 1024 * 1024
@@ -106,15 +107,13 @@ def read_connection_file(
     """Read and parse one connection JSON; OS errors and oversize become located problems."""
     shown = os.fspath(path)
     try:
-        with open(shown, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > max_bytes:
-                return _unusable(shown, _too_big(shown, max_bytes))
-            data = handle.read(size + 1)  # not max_bytes + 1: that allocates 16 MiB for any file
-            if len(data) > size:  # it grew while being read
-                data += handle.read(max_bytes + 1 - len(data))
+        data, _ = read_regular(shown, max_bytes + 1)  # a FIFO or a device is refused, never waited on
+    except NotARegularFile:
+        return _unusable(shown, f"connection file {shown}: cannot read: not a regular file (a device, FIFO or socket)")
     except OSError as error:
         return _unusable(shown, f"connection file {shown}: cannot read: {error.strerror or error}")
+    except ValueError:  # a NUL in the path
+        return _unusable(shown, f"connection file {shown!r}: cannot read: the path is not valid")
     if len(data) > max_bytes:
         return _unusable(shown, _too_big(shown, max_bytes))
     return parse_connection_file(data, shown, now=now)
@@ -236,9 +235,11 @@ def _load(text: str, where: str) -> tuple[Any, bool]:
     try:
         return json.loads(text, object_pairs_hook=read_object, parse_constant=_reject_constant), bool(repeats)
     except json.JSONDecodeError as error:
-        raise _Unusable(
-            f"{where}: line {error.lineno}, column {error.colno}: invalid JSON: {_json_reason(error.msg)}"
-        ) from None
+        if error.pos >= len(text.rstrip()):
+            reason = "the file ends in the middle of the document (cut short, or a closing } or ] missing)"
+        else:
+            reason = _json_reason(error.msg)
+        raise _Unusable(f"{where}: line {error.lineno}, column {error.colno}: invalid JSON: {reason}") from None
     except _ConstantError as error:
         raise _Unusable(f"{where}: invalid JSON: {error}") from None
     except RecursionError:
@@ -429,6 +430,8 @@ def _port(text: str) -> int:
         return _DEFAULT_PORT
     if not (text.isascii() and text.isdigit()):
         raise ValueError(f"port {_quote(text)} is not a number")
+    if len(text.lstrip("0")) > 5:  # far too long to be a port (and to be shown whole)
+        raise ValueError(f"port {_quote(text, _SHOWN_CHARS)} is out of range 1-65535")
     port = int(text)
     if not 1 <= port <= 65535:
         raise ValueError(f"port {port} is out of range 1-65535")

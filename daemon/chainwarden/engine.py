@@ -114,8 +114,9 @@ def evaluate(
                 Problem(
                     Code.ENDPOINT_NOT_VERIFIED,
                     Severity.WARNING,
-                    "no endpoint certificate was available (no probe, no cached chain, none in the bundle): "
-                    "only the bundle's own structure was checked, not the endpoint itself",
+                    "no certificate of the endpoint is known (no successful probe, no cached chain, no leaf "
+                    "in the bundle): only the bundle's own structure was checked, which cannot show a "
+                    "missing intermediate",
                 )
             )
     else:
@@ -143,6 +144,7 @@ def evaluate(
         problems.extend(_order_problems(diagnosis, view.positions, leaf))
 
     chain = tuple(_entry(link, i, len(diagnosis.path), leaf is not None) for i, link in enumerate(diagnosis.path))
+    sound = diagnosis.complete and bundle.readable and not _consumer_rejects(bundle)
     result = Result(
         file=target.file,
         connection=target.connection,
@@ -151,8 +153,9 @@ def evaluate(
         problems=tuple(_dedupe(problems)),
         chain=chain,
         bundle_certificates=tuple(_bundle_entry(c) for c in everything),
-        # OpenSSL and the JVM reject a whole file over most format errors: never call it complete.
-        complete=diagnosis.complete and bundle.readable and not _consumer_rejects(bundle),
+        # OpenSSL and the JVM reject a whole file over most format errors: never call it complete;
+        # nor without the endpoint's leaf, which alone shows whether an intermediate is missing.
+        complete=leaf is not None and sound,
         # Verified only against a live probe or a presented chain the operator supplied, not a cache.
         endpoint_verified=leaf is not None
         and leaf_source is Source.ENDPOINT
@@ -161,6 +164,7 @@ def evaluate(
         and presented.probe_error is None,
         probe_ok=_probe_ok(presented),
         notes=tuple(notes),
+        structure_sound=None if leaf is not None else sound,
     )
     return Evaluation(
         result=result,
@@ -370,8 +374,9 @@ def client_cert_problems(reading: BundleReading, now: datetime, warn_days: int) 
     """A client_cert keycertchain: key, client certificate, its CA chain. Keys are only counted."""
     label = f"client certificate file {reading.path}"
     if not reading.readable:
+        bundle_label = f"bundle {reading.path}: "  # the reader's own wording, which names it a bundle
         return [
-            Problem(Code.CLIENT_CERT_INVALID, Severity.ERROR, f"{label}: {p.message}")
+            Problem(Code.CLIENT_CERT_INVALID, Severity.ERROR, f"{label}: {p.message.removeprefix(bundle_label)}")
             for p in reading.problems
             if p.code is Code.BUNDLE_UNREADABLE
         ]

@@ -5,16 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
 from .aia import FetchPolicy, IntermediateFinder
-from .checker import evaluate_pass, presented_chains, read_inputs, selected
+from .checker import ChainLookup, evaluate_pass, presented_chains, read_inputs, selected
 from .config import Config
+from .connections import MAX_CONNECTION_JSON_BYTES
+from .engine import Presented
 from .fixer import FilePlan, IssuerFinder, needs_fix, plan_file
 from .outbox import OutboxError, output_json_path, remember_source, write_plan
+from .regularfile import read_regular
 from .report import Result, iso_utc
 from .roots import load_root_store
 
@@ -48,14 +52,19 @@ def build_plans(
     results = evaluate_pass(inputs, presented, now, config, connection_name=connection)
     store = load_root_store(config.regenerate_trusted_roots)
     finder = issuer_finder(config)
-    by_endpoint = {(h, p): pres for (h, p, _), pres in presented.items()}
+    # Cached chains (ChainLookup) are found by (host, port) and loaded on demand; probes by (host, port, sni).
+    by_endpoint: Mapping[Any, Presented] = (
+        presented if isinstance(presented, ChainLookup) else {(k[0], k[1]): pres for k, pres in presented.items()}
+    )
     plans = []
     for connection_file in inputs.files:
-        if not connection_file.connections:
-            continue
         try:
-            source_bytes = Path(connection_file.path).read_bytes()
-        except OSError:
+            source_bytes, _ = read_regular(connection_file.path, MAX_CONNECTION_JSON_BYTES + 1)
+        except (OSError, ValueError):
+            source_bytes = b""
+        if not connection_file.connections or not source_bytes:
+            # Nothing to plan; the report still lists the file, with the errors that say why.
+            plans.append(FilePlan(connection_file.path, source_bytes, None, None, (), ()))
             continue
         plans.append(
             plan_file(

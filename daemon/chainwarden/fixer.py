@@ -22,7 +22,7 @@ from .chain import Link, Pool, find_paths, is_self_signed
 from .connections import Connection, ConnectionFile, format_apply_at
 from .engine import Presented
 from .jsonedit import rewrite_connection_json
-from .pathcheck import validity_problems
+from .pathcheck import hostname_problems, validity_problems
 from .report import Code, Problem, Result, Severity, Source
 from .roots import RootStore
 
@@ -117,16 +117,18 @@ def needs_fix(result: Result) -> bool:
     """Broken in a way a new bundle can mend (not the endpoint's own certificate or name)."""
     if result.connection is None or result.verdict.value != "error":
         return False
+    leaf_known = result.structure_sound is None  # else only the bundle's own structure was checked
     for problem in result.problems:
         if problem.severity is not Severity.ERROR:
             continue
         if problem.code is Code.EXPIRED and result.chain and problem.certificate == result.chain[0].subject:
             return False  # the endpoint's own certificate expired: no bundle can mend that
         if problem.code in (Code.HOSTNAME_MISMATCH, Code.CONNECTION_INVALID, Code.ENDPOINT_UNREACHABLE):
-            if problem.code is Code.ENDPOINT_UNREACHABLE and result.chain:
-                continue
+            if problem.code is Code.ENDPOINT_UNREACHABLE and leaf_known:
+                continue  # down now, but its cached chain shows what the bundle lacks
             return False
-    return any(p.code in FIXABLE and p.severity is Severity.ERROR for p in result.problems) or not result.complete
+    fixable = any(p.code in FIXABLE and p.severity is Severity.ERROR for p in result.problems)
+    return fixable or (leaf_known and not result.complete)
 
 
 def complete_connection(
@@ -139,9 +141,14 @@ def complete_connection(
 ) -> Completion:
     """The path leaf -> ... -> root for `conn`, using only trustworthy roots, valid at every moment in `times`."""
     bundle_certs = [describe(c) for c in bundle.certificates()]
+    # The endpoint's leaf as check chooses it: presented (or cached), else the bundle's own for this host.
+    bundled_leaves = [c for c in bundle_certs if c.is_end_entity and not hostname_problems(c, conn.host)]
+    leaf_is_endpoint = bool(leaf_chain or bundled_leaves)
     if leaf_chain:
         start = describe(leaf_chain[0])
         extras = [describe(c) for c in leaf_chain[1:]]
+    elif bundled_leaves:
+        start, extras = max(bundled_leaves, key=lambda c: c.not_after), []
     else:
         bottoms = [c for c in bundle_certs if not c.is_end_entity and not is_self_signed(c)]
         if not bottoms:
@@ -162,7 +169,6 @@ def complete_connection(
         origins.setdefault(root.sha256, f"store: {store.name}")
     fetch_errors: list[str] = []
     ignored_roots: list[str] = []
-    leaf_is_endpoint = bool(leaf_chain)
     last_failure = ""
     for _ in range(MAX_FETCH_ROUNDS + 1):
         search = find_paths(Link(start, Source.ENDPOINT), Pool(links))
@@ -346,10 +352,19 @@ def plan_file(
                     os.path.relpath(target, os.path.dirname(output_json)) if relative else os.path.abspath(target)
                 )
     apply_at_text = format_apply_at(apply_at, connection_file.apply_at_raw)
-    relocated = _relocated_paths(connection_file, server_certs, os.path.dirname(output_json))
-    new_json = rewrite_connection_json(
-        source_bytes, server_certs={**relocated, **server_certs}, apply_at=apply_at_text
-    )
+    relocated = _relocated_paths(connection_file, source_bytes, server_certs, os.path.dirname(output_json))
+    try:
+        new_json = rewrite_connection_json(
+            source_bytes, server_certs={**relocated, **server_certs}, apply_at=apply_at_text
+        )
+    except ValueError as error:  # ambiguous keys, say: its sentence names the key, never a value
+        problem = Problem(
+            Code.FIX_FAILED,
+            Severity.ERROR,
+            f"connection file {connection_file.path}: no resubmission JSON can be written from it: {error}",
+        )
+        unwritable = tuple(Completion(name, problem=problem) for name in fixed)
+        return FilePlan(connection_file.path, source_bytes, None, None, (), failures + unwritable)
     return FilePlan(
         connection_file.path,
         source_bytes,
@@ -363,17 +378,46 @@ def plan_file(
     )
 
 
-def _relocated_paths(connection_file: ConnectionFile, fixed: Mapping[str, str], out_dir: str) -> dict[str, str]:
+def _relocated_paths(
+    connection_file: ConnectionFile, source_bytes: bytes, fixed: Mapping[str, str], out_dir: str
+) -> dict[str, str]:
     """Relative server_cert paths of the connections left as they are, rewritten to name the same files
-    from the resubmission's folder (a relative path is read from the JSON's own folder)."""
+    from the resubmission's folder (a relative path is read from the JSON's own folder). Connections
+    too broken to check are moved too: their bundle must not seem to vanish once they are fixed."""
+    json_dir = os.path.dirname(connection_file.path)
+    given = {c.name: (c.server_cert, c.server_cert_path) for c in connection_file.connections}
+    for name, server_cert in _plain_server_certs(source_bytes).items():
+        given.setdefault(name, (server_cert, os.path.join(json_dir, server_cert)))
     moved = {}
-    for conn in connection_file.connections:
-        if conn.name in fixed or os.path.isabs(conn.server_cert):
+    for name, (server_cert, path) in given.items():
+        if name in fixed or os.path.isabs(server_cert):
             continue
-        from_outbox = os.path.relpath(conn.server_cert_path, out_dir)
-        if from_outbox != conn.server_cert:
-            moved[conn.name] = from_outbox
+        from_outbox = os.path.relpath(path, out_dir)
+        if from_outbox != server_cert:
+            moved[name] = from_outbox
     return moved
+
+
+def _plain_server_certs(source_bytes: bytes) -> dict[str, str]:
+    """Every connection's server_cert string where the JSON names it unambiguously (no repeated key on
+    the way), whether or not the connection is otherwise usable."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any] | None:
+        decoded = dict(pairs)
+        return decoded if len(decoded) == len(pairs) else None  # repeated keys: ambiguous, left alone
+
+    try:
+        top = json.loads(source_bytes.decode("utf-8-sig"), object_pairs_hook=unique)
+    except (ValueError, RecursionError):
+        return {}
+    table = top.get("external_connections") if isinstance(top, dict) else None
+    if not isinstance(table, dict):
+        return {}
+    return {
+        name: value["server_cert"]
+        for name, value in table.items()
+        if isinstance(value, dict) and isinstance(value.get("server_cert"), str) and value["server_cert"]
+    }
 
 
 def _current_path(result: Result | None, reading: BundleReading) -> tuple[CertInfo, ...]:

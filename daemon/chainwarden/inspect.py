@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 from .bundle import read_bundle_file
 from .certinfo import describe
@@ -12,7 +13,8 @@ from .report import iso_utc
 EXIT_BY_SEVERITY = {"info": 0, "warning": 1, "error": 2}
 
 
-def inspect_bundle(path: str, output_format: str = "text") -> int:
+def inspect_bundle(path: str, output_format: str = "text", *, now: datetime | None = None) -> int:
+    now = now or datetime.now(UTC)
     reading = read_bundle_file(path)
     rows = []
     for block in reading.blocks:
@@ -30,6 +32,7 @@ def inspect_bundle(path: str, output_format: str = "text") -> int:
                 subject=info.subject,
                 issuer=info.issuer,
                 not_after=iso_utc(info.not_after),
+                validity="expired" if now > info.not_after else "not yet valid" if now < info.not_before else "valid",
                 sha256=info.sha256,
                 consumer_readable=block.consumer_readable,
             )
@@ -54,9 +57,10 @@ def _text_row(row: dict[str, object]) -> str:
     where = f"block {row['block']}" + (f" (line {row['line']})" if row.get("line") else "")
     if "subject" in row:
         hidden = "" if row.get("consumer_readable", True) else "  [not read by OpenSSL/JVM]"
+        verb = {"expired": "EXPIRED", "not yet valid": "NOT YET VALID, expires"}.get(str(row["validity"]), "expires")
         return (
             f"  {where}: {row['role']:<12} {row['subject']}\n"
-            f"      issuer {row['issuer']}, expires {row['not_after']}, sha256 {str(row['sha256'])[:16]}{hidden}"
+            f"      issuer {row['issuer']}, {verb} {row['not_after']}, sha256 {str(row['sha256'])[:16]}{hidden}"
         )
     if row.get("kind") in ("private_key", "encrypted_private_key"):
         return f"  {where}: {row['kind']} (contents not shown)"

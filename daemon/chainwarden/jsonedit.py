@@ -43,6 +43,7 @@ class _Layout:
     apply_at: Span | None
     server_certs: dict[str, Span]
     connections: frozenset[str]
+    ambiguous: dict[str, str]  # connection -> why its server_cert cannot be told apart (a repeated key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,24 +146,32 @@ def _locate(text: str) -> _Layout:
     table = next((m.value_span for m in top if m.key == "external_connections"), None)
     names: frozenset[str] = frozenset()
     certs: dict[str, Span] = {}
+    ambiguous: dict[str, str] = {}
     if table is not None and _char(text, table.start) == "{":
-        names, certs = _connection_spans(text, table)
-    return _Layout(start, tuple(top), apply_at, certs, names)
+        names, certs, ambiguous = _connection_spans(text, table)
+    return _Layout(start, tuple(top), apply_at, certs, names, ambiguous)
 
 
-def _connection_spans(text: str, table: Span) -> tuple[frozenset[str], dict[str, Span]]:
+def _connection_spans(text: str, table: Span) -> tuple[frozenset[str], dict[str, Span], dict[str, str]]:
+    """Connection names, their server_cert spans, and the connections whose server_cert is ambiguous
+    (refused only if the rewrite must change it: the others are left as they are, byte for byte)."""
     connections = _members(text, table.start)
     _refuse_repeats(connections, "connection", None)
     certs = {}
+    ambiguous = {}
     for connection in connections:
         if _char(text, connection.value_span.start) != "{":
             continue
         fields = _members(text, connection.value_span.start)
-        _refuse_repeats(fields, f"connection {_quote(connection.key)}: key", {"server_cert"})
+        try:
+            _refuse_repeats(fields, f"connection {_quote(connection.key)}: key", {"server_cert"})
+        except ValueError as error:
+            ambiguous[connection.key] = str(error)
+            continue
         cert = next((m.value_span for m in fields if m.key == "server_cert"), None)
         if cert is not None and _char(text, cert.start) == '"':
             certs[connection.key] = cert
-    return frozenset(m.key for m in connections), certs
+    return frozenset(m.key for m in connections), certs, ambiguous
 
 
 def _refuse_repeats(members: list[_Member], what: str, keys: set[str] | None) -> None:
@@ -245,6 +254,8 @@ def _char(text: str, pos: int) -> str:
 
 
 def _cert_edit(text: str, layout: _Layout, name: str, path: str) -> _Edit | None:
+    if name in layout.ambiguous:
+        raise ValueError(layout.ambiguous[name])
     span = layout.server_certs.get(name)
     if span is None:
         if name not in layout.connections:

@@ -199,7 +199,8 @@ def _connection_families(connections: Mapping[ConnectionKey, ConnectionState]) -
     for (file, name), state in sorted(connections.items()):
         result = state.result
         key = [file, name]
-        complete.add_metric(key, 1.0 if result.complete else 0.0)
+        if result.structure_sound is not True:  # no leaf known and nothing wrong seen: neither 1 nor 0
+            complete.add_metric(key, 1.0 if result.complete else 0.0)
         for code, severity in sorted({(p.code.value, p.severity.value) for p in result.problems}):
             problem.add_metric(key + [code, severity], 1.0)
         on_path = set()

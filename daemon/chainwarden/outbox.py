@@ -85,7 +85,7 @@ def write_plan(plan: FilePlan, outbox: str) -> WriteOutcome:
             log.info("bundle %s: added %s (from %s)", bundle.file_name, cert.subject, origin)
         for cert, reason in bundle.dropped:
             log.info("bundle %s: dropped %s (%s)", bundle.file_name, cert.subject, reason)
-    log.info("resubmission %s written; apply_at %s", json_path, plan.apply_at.isoformat() if plan.apply_at else "-")
+    log.info("resubmission %s written; apply_at %s", json_path, plan.apply_at_text or "-")  # as in the file
     return WriteOutcome(True, json_path, tuple(bundle_paths))
 
 

@@ -28,6 +28,8 @@ def validity_problems(
         problems.extend(_algorithm_problems(cert, is_anchor=position == len(path) - 1))
         if cert.extension_error:
             problems.append(_invalid(cert, f"certificate {cert.subject}: unreadable extension: {cert.extension_error}"))
+        if cert.name_error:
+            problems.append(_invalid(cert, f"certificate {cert.subject}: {cert.name_error}"))
         if cert.unknown_critical and position < len(path) - 1:
             oids = ", ".join(cert.unknown_critical)
             problems.append(_invalid(cert, f"certificate {cert.subject}: unrecognised critical extension {oids}"))
@@ -166,9 +168,11 @@ def hostname_problems(leaf: CertInfo, hostname: str) -> list[Problem]:
     if matches_hostname(leaf, hostname):
         return []
     names = list(leaf.dns_names) + list(leaf.ip_addresses)
+    if not leaf.dns_names and leaf.common_names:
+        names.append(f"CN {leaf.common_names[-1]}")  # what a host name is matched against then
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     if not names:
-        shown = "CN " + ", ".join(leaf.common_names) if leaf.common_names else "no names"
+        shown = "no names"
     return [
         Problem(
             Code.HOSTNAME_MISMATCH,
@@ -184,8 +188,9 @@ def matches_hostname(leaf: CertInfo, hostname: str) -> bool:
     if is_ip_literal(host):
         wanted = ipaddress.ip_address(host)
         return any(ipaddress.ip_address(ip) == wanted for ip in leaf.ip_addresses)
-    # The JVM falls back to the subject CN only when the certificate has no DNS names.
-    names = leaf.dns_names if leaf.dns_names else (() if leaf.ip_addresses else leaf.common_names)
+    # As the JVM's HostnameChecker: without any DNS name in the SAN (IP addresses do not count),
+    # the subject's most specific common name, the last one, and that one only.
+    names = leaf.dns_names if leaf.dns_names else leaf.common_names[-1:]
     return any(_dns_match(pattern, host) for pattern in names)
 
 

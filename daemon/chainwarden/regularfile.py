@@ -31,13 +31,10 @@ def read_regular(path: str, limit: int) -> tuple[bytes, os.stat_result]:
         # The whole file in the first read, sized to it: a fixed 1 MiB request allocates (and, with
         # the daemon's mmap threshold, maps and unmaps) a megabyte for every file of a few KiB.
         step = info.st_size + 1
-        while limit > 0:
-            wanted = min(limit, step)
-            chunk = os.read(fd, wanted)
+        # Up to an empty read: /proc files and FUSE mounts may answer short reads before their end.
+        while limit > 0 and (chunk := os.read(fd, min(limit, step))):
             chunks.append(chunk)
             limit -= len(chunk)
-            if len(chunk) < wanted:  # a short read of a regular file is its end: no read for nothing
-                break
             step = 1 << 16
         return b"".join(chunks), info
     finally:

@@ -16,11 +16,17 @@ def results_json(results: Sequence[Result]) -> str:
 
 def results_text(results: Sequence[Result]) -> str:
     blocks = [result_text(r) for r in results]
-    counts = {v: sum(1 for r in results if r.verdict is v) for v in Verdict}
+    # A connection file's own problems (invalid JSON, unusable connections) are results too, but
+    # counted apart: "checked" counts what was verified.
+    checked = [r for r in results if r.connection is not None or r.file is None]
+    counts = {v: sum(1 for r in checked if r.verdict is v) for v in Verdict}
     summary = (
-        f"{len(results)} checked: {counts[Verdict.OK]} ok, "
+        f"{len(checked)} checked: {counts[Verdict.OK]} ok, "
         f"{counts[Verdict.WARNING]} warning, {counts[Verdict.ERROR]} error"
     )
+    files = [r for r in results if r.connection is None and r.file is not None]
+    if files:
+        summary += f"; {len(files)} connection file(s) with problems of their own (above)"
     return "\n\n".join(blocks + [summary]) + "\n"
 
 

@@ -148,10 +148,14 @@ class Result:
     chain: tuple[ChainEntry, ...] = ()
     # Every certificate in the bundle (for expiry metrics), whether or not on the path.
     bundle_certificates: tuple[ChainEntry, ...] = ()
+    # The bundle alone carries the endpoint's leaf to a root; never True while no leaf is known.
     complete: bool = False
     endpoint_verified: bool = False
     probe_ok: bool | None = None
     notes: tuple[str, ...] = field(default=())
+    # Without any leaf, only the bundle's own CA structure could be checked: whether it held up
+    # (every CA certificate chains to a root in it). None when a leaf was known.
+    structure_sound: bool | None = None
 
     __reduce__ = reduce_to_constructor
 
@@ -175,6 +179,7 @@ class Result:
             "bundle": self.bundle,
             "verdict": self.verdict.value,
             "complete": self.complete,
+            **({} if self.structure_sound is None else {"structure_sound": self.structure_sound}),
             "endpoint_verified": self.endpoint_verified,
             "problems": [p.to_json() for p in sorted_problems(self.problems)],
             "chain": [c.to_json() for c in self.chain],

@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from chainwarden import pkigen
 
@@ -94,6 +96,56 @@ def ber(der: bytes) -> bytes:
     """The same certificate with a non-minimal outer length: BER, not the strict DER parsers want."""
     assert der[:2] == b"\x30\x82", "expected a certificate with a two-byte length"
     return b"\x30\x83\x00" + der[2:]
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    """One DER element: tag, definite length, content."""
+    if len(content) < 0x80:
+        return bytes([tag, len(content)]) + content
+    size = (len(content).bit_length() + 7) // 8
+    return bytes([tag, 0x80 | size]) + len(content).to_bytes(size, "big") + content
+
+
+def _elements(der: bytes) -> list[bytes]:
+    """The complete elements (tag, length, content) inside the DER SEQUENCE `der`."""
+    def length_at(at: int) -> tuple[int, int]:
+        first = der[at]
+        if first < 0x80:
+            return first, at + 1
+        size = first & 0x7F
+        return int.from_bytes(der[at + 1 : at + 1 + size], "big"), at + 1 + size
+
+    _, at = length_at(1)
+    out = []
+    while at < len(der):
+        length, start = length_at(at + 1)
+        out.append(der[at : start + length])
+        at = start + length
+    return out
+
+
+def odd_name(value_tag: int, value: bytes, oid: bytes = b"\x55\x04\x03") -> bytes:
+    """The DER of a Name with one attribute (CN by default) whose value has any tag and bytes: a
+    BIT STRING or INTEGER common name, invalid UTF-8 in a UTF8String, ..."""
+    attribute = _tlv(0x30, _tlv(0x06, oid) + _tlv(value_tag, value))
+    return _tlv(0x30, _tlv(0x31, attribute))
+
+
+def with_subject(issued: pkigen.Issued, issuer: pkigen.Issued, name_der: bytes) -> bytes:
+    """`issued`'s certificate with its subject replaced by `name_der`, signed again by `issuer`:
+    a certificate cryptography still loads, with a name no builder would write."""
+    der = issued.cert.public_bytes(Encoding.DER)
+    tbs, algorithm, _ = _elements(der)
+    subject = issued.cert.subject.public_bytes()
+    assert tbs.count(subject) == 1, "the subject must be found once in the TBSCertificate"
+    new_tbs = _tlv(0x30, b"".join(_elements(tbs)).replace(subject, name_der))
+    key, digest = issuer.key, issued.cert.signature_hash_algorithm  # as the algorithm kept says
+    assert isinstance(digest, hashes.HashAlgorithm)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        signature = key.sign(new_tbs, ec.ECDSA(digest))
+    else:
+        signature = key.sign(new_tbs, padding.PKCS1v15(), digest)  # type: ignore[union-attr, call-arg]
+    return _tlv(0x30, new_tbs + algorithm + _tlv(0x03, b"\x00" + signature))
 
 
 def flatten(pem: bytes, joiner: bytes) -> bytes:

@@ -35,9 +35,11 @@ from .build import (
     dumps,
     flatten,
     junk,
+    odd_name,
     pem_of,
     relabel,
     symlink_loop,
+    with_subject,
     write_sparse,
     write_streamed,
 )
@@ -98,6 +100,11 @@ Case = BundleCase | EntryCase | FileCase
 
 
 # --- small builders ---------------------------------------------------------------------------
+
+
+def odd_leaf(kit: Kit, tag: int, value: bytes) -> bytes:
+    """The endpoint's certificate, its subject a common name of that tag and value, as PEM."""
+    return pem_of(with_subject(kit.pki.leaf, kit.pki.intermediate, odd_name(tag, value)))
 
 
 def content(make: Callable[[Kit], bytes]) -> Callable[[Kit, Path], None]:
@@ -302,6 +309,25 @@ def _cases() -> list[Case]:
             "a named pipe nobody writes to: a file whose content is a stream (never blocks the reader)",
             lambda kit, path: os.mkfifo(path),
             Expect({"bundle_unreadable": E}, "error", (bundle + ": ", "not a regular file"), complete=False),
+        ),
+        *(
+            BundleCase(
+                f"bundle_leaf_name_{kind}",
+                f"the endpoint's certificate (in the bundle) with {what}: cryptography loads it, but its "
+                "name is no Name; the certificate is judged unusable, never a crash",
+                content(lambda kit, tag=tag, value=value: kit.inter + kit.ca_root + odd_leaf(kit, tag, value)),
+                Expect(
+                    {"path_invalid": E},
+                    "error",
+                    ("<unreadable subject name, DER sha256 ", "its subject name cannot be read"),
+                    complete=True,  # the path is there; the leaf on it is what no client accepts
+                ),
+            )
+            for kind, what, tag, value in (
+                ("bitstring", "a BIT STRING common name", 0x03, b"\x00\x01"),
+                ("integer", "an INTEGER common name", 0x02, b"\x05"),
+                ("bad_utf8", "a UTF8String common name that is not UTF-8", 0x0C, b"erp\xff\xfe"),
+            )
         ),
         BundleCase(
             "bundle_permission_denied",
