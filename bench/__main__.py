@@ -1,6 +1,6 @@
 """`python -m bench [--quick] [--n 1000,10000]`: measure the performance figures on this machine and print a table.
 
-Full run (`make bench`, about 4 minutes on 2 cores, plus about one the first time to generate the corpus):
+Full run (`make bench`, about 3 minutes on 2 cores, plus about 15 seconds the first time to generate the corpus):
 figure 1 at N = 1,000 and 10,000; figures 2-4 on a daemon watching N = 10,000 connections (200
 changes, 60 s idle); figure 5 with K = 500 endpoints. `--quick` is a smoke run: N = 1,000 only,
 40 changes, 10 s idle, K = 100. No target is asserted: the table says whether each is met.
