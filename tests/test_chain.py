@@ -315,3 +315,14 @@ def test_both_key_types(kind):
     """RSA and ECDSA chains both verify."""
     t = pkigen.three_tier(kind=kind, label=f"K{kind}")
     assert run(t.leaf, [t.intermediate, t.root]).valid
+
+
+def test_a_lone_leaf_with_an_unknown_issuer_keeps_its_own_faults():
+    """The leaf's issuer is nowhere (missing_intermediate), and the leaf itself has a name no client
+    reads: both are said, since adding the intermediate would not mend the second."""
+    from corpus.build import odd_name, with_subject
+
+    t = pkigen.three_tier(HOST, kind="ec", label="Lone")
+    odd = x509.load_der_x509_certificate(with_subject(t.leaf, t.intermediate, odd_name(0x03, b"\x00\x01")))
+    found = codes(run(pkigen.Issued(odd, t.leaf.key), [t.root]))
+    assert Code.MISSING_INTERMEDIATE in found and Code.PATH_INVALID in found

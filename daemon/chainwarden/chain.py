@@ -221,9 +221,10 @@ def _store_links(store: tuple[CertInfo, ...]) -> tuple[Link, ...]:
 def _partial_path_problems(path: Path, now: datetime, hostname: str | None, leaf_is_endpoint: bool) -> list[Problem]:
     """Validity problems of the certificates we have on a path that does not reach a root."""
     certs = [link.cert for link in path]
-    # The top's issuer is unknown, so the top is checked the way a path's last certificate is.
-    found = validity_problems(certs, now, hostname=hostname, leaf_is_endpoint=leaf_is_endpoint)
-    return [p for p in found if p.code is not Code.PATH_INVALID or len(certs) > 1]
+    # The top's issuer is unknown, so the top is checked the way a path's last certificate is. A
+    # lone leaf is then only faulted for what is wrong with it whatever its issuer (an unreadable
+    # extension or name): that stays wrong once the missing intermediate is added.
+    return validity_problems(certs, now, hostname=hostname, leaf_is_endpoint=leaf_is_endpoint)
 
 
 def _errors(problems: Sequence[Problem]) -> bool:
