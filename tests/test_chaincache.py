@@ -42,6 +42,8 @@ def test_base64_the_pem_reader_refuses_is_refused_here_too(
 ) -> None:
     """Stray bits in the last base64 symbol: lenient base64 decoders accept them, the PEM reader
     does not, and neither does the cache's shortcut (it falls back to that reader)."""
+    while len(pki.leaf.cert.public_bytes(Encoding.DER)) % 3 == 0:
+        pki = pkigen.three_tier(HOST, kind="ec")  # ECDSA signatures vary in length: find one with padding
     cache = ChainCache(tmp_path)
     stored = _stored_file(cache, pki)
     lines = stored.read_bytes().split(b"\n")
