@@ -149,13 +149,17 @@ class ChainwardenCollector(Collector):
         self._state = state
 
     def describe(self) -> Iterable[Metric]:
-        return []  # describing must not run a scrape at registration time
+        """The families with no samples: names for `/metrics?name[]=` filters, without running a scrape."""
+        return list(_families(MetricsState().snapshot()))
 
     def collect(self) -> Iterator[Metric]:
-        snap = self._state.snapshot()
-        for group in (_connection_families(snap.connections), _file_problem_family(snap.file_results)):
-            yield from map(_encodable, group)
-        yield from map(_encodable, _daemon_families(snap))
+        return _families(self._state.snapshot())
+
+
+def _families(snap: _Snapshot) -> Iterator[Metric]:
+    for group in (_connection_families(snap.connections), _file_problem_family(snap.file_results)):
+        yield from map(_encodable, group)
+    yield from map(_encodable, _daemon_families(snap))
 
 
 def _encodable(family: Metric) -> Metric:
