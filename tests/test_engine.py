@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import subprocess
 
 import pytest
 from cryptography import x509
@@ -240,3 +242,53 @@ def test_1024_bit_rsa_is_accepted_like_the_jvm():
     leaf = pkigen.make_leaf([HOST], inter)
     result = run(pkigen.pem_bundle(inter, root), probe(leaf)).result
     assert Code.WEAK_ALGORITHM not in codes(result)
+
+
+def _name(*rdns: list[x509.NameAttribute]) -> x509.Name:
+    return x509.Name([x509.RelativeDistinguishedName(rdn) for rdn in rdns])
+
+
+_CN = x509.NameAttribute(x509.NameOID.COMMON_NAME, "Grouped Root")
+_O = x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "Example")
+
+
+@pytest.mark.parametrize(
+    ("root_subject", "leaf_issuer", "complete"),
+    [
+        (_name([_O], [_CN]), _name([_O, _CN]), False),  # O=..., CN=... vs O=...+CN=...: different names
+        (_name([_O, _CN]), _name([_O], [_CN]), False),
+        (_name([_O, _CN]), _name([_CN, _O]), True),  # one multi-valued RDN, attributes listed in either order
+    ],
+)
+def test_rdn_grouping_is_part_of_the_name(tmp_path, root_subject, leaf_issuer, complete):
+    """A leaf whose issuer groups the root's attributes differently is not issued by it for OpenSSL,
+    even when the root's key signed it: complete only when `openssl verify` agrees."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed (scripts/bootstrap.sh installs it)")
+    root = pkigen.custom_cert(root_subject, None, [(x509.BasicConstraints(ca=True, path_length=None), True)])
+    leaf_key = pkigen.new_key("ec")
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(_name([x509.NameAttribute(x509.NameOID.COMMON_NAME, HOST)]))
+        .issuer_name(leaf_issuer)
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), False)
+        .sign(root.key, hashes.SHA256())
+    )
+    (tmp_path / "root.pem").write_bytes(pkigen.pem_bundle(root))
+    (tmp_path / "leaf.pem").write_bytes(pkigen.pem_bundle(leaf))
+    verified = subprocess.run(
+        [openssl, "verify", "-no-CApath", "-no-CAstore", "-attime", str(int(NOW.timestamp())),
+         "-CAfile", str(tmp_path / "root.pem"), str(tmp_path / "leaf.pem")],
+        capture_output=True,
+        timeout=60,
+    )
+    assert (verified.returncode == 0) is complete, verified.stderr
+    result = run(pkigen.pem_bundle(root), Presented((leaf,), "probe")).result
+    assert result.complete is complete
+    if not complete:
+        assert Code.MISSING_INTERMEDIATE in codes(result)

@@ -113,12 +113,25 @@ NameKey = tuple[tuple[str, str], ...]  # how names are compared (see name_key)
 
 
 def name_key(name: x509.Name) -> tuple[tuple[str, str], ...]:
-    """Comparison key for names: RFC 5280 section 7.1 style case-folding and space folding."""
-    out = []
-    for attr in name:
-        value = attr.value if isinstance(attr.value, str) else attr.value.hex()
-        out.append((sys.intern(attr.oid.dotted_string), " ".join(value.split()).casefold()))
+    """Comparison key for names: RFC 5280 section 7.1 style case-folding and space folding.
+
+    The RDN grouping is part of the name: OpenSSL and the JVM never match CN=a+O=b (one RDN) with
+    O=b,CN=a (two), even when the key that signed the certificate is the right one. A multi-valued
+    RDN is keyed by a marker and its attributes in sorted order (a SET has no order); a name of
+    single-valued RDNs keeps the plain form that der-read simple names produce.
+    """
+    out: list[tuple[str, str]] = []
+    for rdn in name.rdns:
+        attributes = sorted(_attribute_key(attr) for attr in rdn)
+        if len(attributes) > 1:
+            out.append(("+", str(len(attributes))))  # no dotted OID is "+"
+        out.extend(attributes)
     return tuple(out)
+
+
+def _attribute_key(attr: x509.NameAttribute) -> tuple[str, str]:
+    value = attr.value if isinstance(attr.value, str) else attr.value.hex()
+    return sys.intern(attr.oid.dotted_string), " ".join(value.split()).casefold()
 
 
 # Keyed by the certificate itself: cryptography hashes and compares certificates by their DER,
