@@ -191,11 +191,12 @@ def directory_with_bundle(kit: Kit, path: Path) -> None:
 
 
 def locked_folder(kit: Kit, path: Path) -> None:
-    """The bundle at `path` is a symlink into a folder nobody but its owner may search."""
+    """The bundle at `path` is a symlink into a folder no reader may search (mode 000: not even its
+    owner, so that root without its permission-bypassing capabilities is denied too)."""
     locked = path.with_name(path.stem + ".locked")
     locked.mkdir()
     (locked / "chain.pem").write_bytes(kit.good)
-    locked.chmod(0o700)
+    locked.chmod(0)
     path.symlink_to(locked.name + "/chain.pem")
 
 
