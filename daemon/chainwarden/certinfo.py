@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -129,7 +129,7 @@ def name_key(name: x509.Name) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _attribute_key(attr: x509.NameAttribute) -> tuple[str, str]:
+def _attribute_key(attr: x509.NameAttribute[Any]) -> tuple[str, str]:
     value = attr.value if isinstance(attr.value, str) else attr.value.hex()
     return sys.intern(attr.oid.dotted_string), " ".join(value.split()).casefold()
 
