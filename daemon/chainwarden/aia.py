@@ -43,8 +43,8 @@ off, the SSRF guard has vetted every entry of `<state dir>/aia-cache`.
 
 Limitations:
 
-* The host name lookup (getaddrinfo) cannot be interrupted: it is bounded by the system
-  resolver's own timeouts and the deadline is checked as soon as it returns.
+* The host name lookup counts against the fetch's deadline (hostlookup stops waiting for a
+  hung resolver); the lookup itself goes on in its thread until the resolver gives up.
 * Proxies (`http_proxy`, `https_proxy`) are not used: the guard has to see and connect to
   the real address.
 * Addresses are judged by Python's `ipaddress` tables (IPv4-mapped IPv6 addresses are
@@ -77,6 +77,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from .certinfo import NameKey, describe
+from .hostlookup import getaddrinfo_within
 from .regularfile import NotARegularFile, read_regular
 
 if TYPE_CHECKING:
@@ -340,7 +341,11 @@ def _os_reason(exc: OSError) -> str:
 def _resolve(host: str, port: int, policy: FetchPolicy, deadline: _Deadline) -> list[_Address]:
     """The addresses to connect to, all checked against the SSRF guard."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+        infos = getaddrinfo_within(
+            deadline.remaining(), host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )
+    except TimeoutError:
+        raise  # the fetch's deadline: reported as a timeout like every other phase
     except (OSError, UnicodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise _Failure(f"cannot resolve {host}: {reason}") from None

@@ -18,8 +18,8 @@ accepts and never answers fails at `timeout`, however it trickles bytes), and le
 handshake be explained by what the server actually sent ("not a TLS server: it answered
 'HTTP/1.1 400 Bad Request'"). One TLS context per backend is shared by all probes; a probe
 holds a socket, a TLS session and at most one receive buffer, and closes the socket on every
-path. The host name lookup (getaddrinfo) cannot be interrupted: it is bounded by the system
-resolver's own timeouts, and the deadline is checked as soon as it returns.
+path. The host name lookup counts against the same deadline (hostlookup: the probe stops
+waiting for a hung resolver at the deadline).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.serialization import Encoding
+
+from .hostlookup import ResolverBusy, getaddrinfo_within
 
 __all__ = ["ProbeResult", "parse_target", "probe", "probe_many"]
 
@@ -425,7 +427,11 @@ def _server_name(name: str) -> str | None:
 def _resolve(host: str, port: int, clock: _Deadline) -> list[tuple[Any, ...]]:
     lookup = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
-        infos = socket.getaddrinfo(lookup, port, type=socket.SOCK_STREAM)
+        infos = getaddrinfo_within(clock.remaining("DNS lookup"), lookup, port, type=socket.SOCK_STREAM)
+    except TimeoutError:
+        raise clock.expired("DNS lookup") from None
+    except ResolverBusy as exc:
+        raise _Failure(f"cannot resolve host name: {exc}") from None
     except socket.gaierror as exc:
         reason = (exc.strerror or str(exc)).rstrip(".")
         raise _Failure(f"cannot resolve host name: {reason[:1].lower()}{reason[1:]}") from None
