@@ -166,7 +166,38 @@ def test_self_signed_endpoint(pki):
     assert not missing.complete and Code.MISSING_ROOT in codes(missing)
 
 
-def test_weak_signature_algorithm():
+def _sha1_intermediate_by_openssl(root, folder):
+    """An intermediate CA signed by `root` with SHA-1, made by the openssl command (cryptography no
+    longer creates SHA-1 signatures)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("cryptography refuses SHA-1 signatures and openssl is not installed")
+    (folder / "root.pem").write_bytes(root.pem)
+    (folder / "root.key").write_bytes(root.key_pem())
+    (folder / "ext.cnf").write_text(
+        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n"
+    )
+    inter = pkigen.new_key("rsa")
+    (folder / "inter.key").write_bytes(
+        inter.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    subprocess.run(
+        [openssl, "req", "-new", "-key", folder / "inter.key", "-subj", "/CN=SHA1 Issuing", "-out", folder / "csr"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    subprocess.run(
+        [openssl, "x509", "-req", "-in", folder / "csr", "-CA", folder / "root.pem", "-CAkey", folder / "root.key",
+         "-set_serial", "7", "-days", "30", "-sha1", "-extfile", folder / "ext.cnf", "-out", folder / "inter.pem"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return pkigen.Issued(x509.load_pem_x509_certificate((folder / "inter.pem").read_bytes()), inter)
+
+
+def test_weak_signature_algorithm(tmp_path):
     """An intermediate signed with SHA-1 is a weak_algorithm warning; the path still validates."""
     root = pkigen.make_root("SHA1 Root")
     try:
@@ -178,7 +209,8 @@ def test_weak_signature_algorithm():
             hash_alg=hashes.SHA1(),
         )
     except UnsupportedAlgorithm:
-        pytest.skip("this OpenSSL build refuses to create SHA-1 signatures")
+        inter = _sha1_intermediate_by_openssl(root, tmp_path)
+    assert isinstance(inter.cert.signature_hash_algorithm, hashes.SHA1)
     leaf = pkigen.make_leaf([HOST], inter)
     result = run(pkigen.pem_bundle(inter, root), probe(leaf)).result
     weak = [p for p in result.problems if p.code is Code.WEAK_ALGORITHM]
