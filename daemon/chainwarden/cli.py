@@ -57,7 +57,9 @@ def _where_it_failed(exc: BaseException) -> str:
     """The exception's type and the innermost line of chainwarden's code it passed through; not its
     message, which might quote input (a secret, say)."""
     frames = traceback.extract_tb(exc.__traceback__)
-    ours = [f for f in frames if "chainwarden" in f.filename.replace("\\", "/")] or frames
+    # By the package's own folder: a venv or checkout named chainwarden holds other code too.
+    package = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
+    ours = [f for f in frames if os.path.abspath(f.filename).startswith(package)] or frames
     if not ours:
         return type(exc).__name__
     frame = ours[-1]
