@@ -168,11 +168,174 @@ def test_path_length_respected():
 
 
 def test_wrong_key_same_name_is_not_an_issuer(pki):
-    """A certificate with the issuer's name but another key does not complete the path."""
+    """A certificate with the issuer's name but another key does not complete the path; its key
+    identifier already differs from the one the leaf names."""
     impostor = pkigen.make_intermediate("Demo Issuing CA 1", pki.root, key=pkigen.new_key("ec"))
     d = run(pki.leaf, [impostor, pki.root])
     assert not d.complete
+    assert any(
+        p.code is Code.PATH_INVALID and "is not the issuer that" in p.message and "key identifier" in p.message
+        for p in d.problems
+    )
+
+
+def test_wrong_key_without_key_identifiers_fails_the_signature():
+    """Without an authorityKeyIdentifier to rule it out, the signature check does."""
+    root = pkigen.make_root("NoAKI Root")
+    ca_only = [(x509.BasicConstraints(ca=True, path_length=0), True)]
+    real = pkigen.custom_cert(pkigen.name("NoAKI CA"), root, ca_only)
+    impostor = pkigen.custom_cert(pkigen.name("NoAKI CA"), root, ca_only)
+    leaf = pkigen.custom_cert(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)]),
+        real,
+        [(x509.SubjectAlternativeName([x509.DNSName(HOST)]), False)],
+    )
+    d = run(leaf, [impostor, root])
+    assert not d.complete
     assert any(p.code is Code.PATH_INVALID and "did not sign" in p.message for p in d.problems)
+
+
+def _ca_with(issuer, name, *extensions):
+    return pkigen.custom_cert(
+        pkigen.name(name),
+        issuer,
+        [
+            (x509.BasicConstraints(ca=True, path_length=None), True),
+            (x509.SubjectKeyIdentifier.from_public_key(pkigen.new_key("ec").public_key()), False),
+            *extensions,
+        ],
+    )
+
+
+_HOST_SAN = (x509.DNSName(HOST),)
+
+
+def _leaf_with(issuer, *extensions, subject=None, san=_HOST_SAN):
+    return pkigen.custom_cert(
+        subject or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)]),
+        issuer,
+        [(x509.SubjectAlternativeName(list(san)), False), *extensions],
+    )
+
+
+def test_authority_key_identifier_rules_out_a_candidate_whose_key_signed_it():
+    """OpenSSL and the JVM pass over an issuer whose subject key identifier is not the child's
+    authority key identifier, even when its key made the signature."""
+    root = pkigen.make_root("AKI Root")
+    ca = pkigen.make_intermediate("AKI CA", root)
+    other_id = x509.AuthorityKeyIdentifier(b"\x01" * 20, None, None)
+    d = run(_leaf_with(ca, (other_id, False)), [ca, root])
+    assert not d.complete and Code.MISSING_INTERMEDIATE in codes(d)
+    assert any("01:01:01" in p.message and "is not the issuer that" in p.message for p in d.problems)
+    other_serial = x509.AuthorityKeyIdentifier(None, [x509.DirectoryName(root.cert.subject)], 12345)
+    assert not run(_leaf_with(ca, (other_serial, False)), [ca, root]).complete
+    right_serial = x509.AuthorityKeyIdentifier(None, [x509.DirectoryName(root.cert.subject)], ca.cert.serial_number)
+    assert run(_leaf_with(ca, (right_serial, False)), [ca, root]).valid
+
+
+@pytest.mark.parametrize(
+    "extension",
+    [
+        x509.AuthorityInformationAccess(
+            [x509.AccessDescription(x509.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier("http://a/b"))]
+        ),
+        x509.IssuerAlternativeName([x509.DNSName("ca.example.test")]),
+        x509.TLSFeature([x509.TLSFeatureType.status_request]),
+        x509.CRLDistributionPoints(
+            [x509.DistributionPoint([x509.UniformResourceIdentifier("http://a/c.crl")], None, None, None)]
+        ),
+    ],
+    ids=["aia", "issuer-alt-name", "tls-feature", "crl-distribution-points"],
+)
+def test_critical_extensions_openssl_or_the_jvm_refuse_invalidate_the_leaf(extension):
+    root = pkigen.make_root("Crit Root")
+    ca = pkigen.make_intermediate("Crit CA", root)
+    d = run(_leaf_with(ca, (extension, True)), [ca, root])
+    assert not d.valid
+    assert any("unrecognised critical extension" in p.message for p in d.problems)
+    assert run(_leaf_with(ca, (extension, False)), [ca, root]).valid
+
+
+@pytest.mark.parametrize(
+    ("usage", "valid"),
+    [
+        (dict(digital_signature=True), True),
+        (dict(crl_sign=True), False),
+        (dict(key_encipherment=True), False),
+    ],
+)
+def test_leaf_key_usage_must_allow_signing_handshakes(usage, valid):
+    flags = dict.fromkeys(
+        ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
+         "key_cert_sign", "crl_sign"),
+        False,
+    )
+    flags.update(usage)
+    key_usage = x509.KeyUsage(**flags, encipher_only=False, decipher_only=False)
+    root = pkigen.make_root("KU Root")
+    ca = pkigen.make_intermediate("KU CA", root)
+    d = run(_leaf_with(ca, (key_usage, True)), [ca, root])
+    assert d.valid is valid
+    if not valid:
+        assert any("keyUsage lacks digitalSignature" in p.message for p in d.problems)
+
+
+def test_san_with_a_trailing_dot_does_not_match_the_host():
+    root = pkigen.make_root("Dot Root")
+    ca = pkigen.make_intermediate("Dot CA", root)
+    d = run(_leaf_with(ca, san=(x509.DNSName(HOST + "."),)), [ca, root])
+    assert Code.HOSTNAME_MISMATCH in codes(d) and not d.valid
+
+
+def test_expiry_is_judged_to_the_instant_not_the_second():
+    root = pkigen.make_root("Instant Root")
+    ca = pkigen.make_intermediate("Instant CA", root)
+    leaf = pkigen.make_leaf([HOST], ca)
+    not_after = leaf.cert.not_valid_after_utc
+    assert run(leaf, [ca, root], now=not_after).valid  # through notAfter itself, as the JVM
+    late = run(leaf, [ca, root], now=not_after + dt.timedelta(milliseconds=600))
+    assert Code.EXPIRED in codes(late) and not late.valid
+
+
+def _org(org):
+    return x509.Name(list(pkigen.name("x", org=org))[:-1])  # C=US, O=org
+
+
+def _constrained(permitted=None, excluded=None):
+    root = pkigen.make_root("NC Root")
+    ca = _ca_with(root, "NC CA", (x509.NameConstraints(permitted, excluded), True))
+    return root, ca
+
+
+@pytest.mark.parametrize(
+    ("permitted", "excluded", "leaf_subject", "san", "valid"),
+    [
+        ([x509.DirectoryName(_org("Allowed"))], None, "O=Allowed", (), True),
+        ([x509.DirectoryName(_org("Allowed"))], None, "O=Other", (), False),
+        (None, [x509.DirectoryName(_org("Allowed"))], "O=Allowed", (), False),
+        ([x509.RFC822Name("example.org")], None, None, (x509.RFC822Name("ops@example.org"),), True),
+        ([x509.RFC822Name("example.org")], None, None, (x509.RFC822Name("a@evil.test"),), False),
+        ([x509.RFC822Name(".example.org")], None, None, (x509.RFC822Name("a@mail.example.org"),), True),
+        (None, [x509.RFC822Name("ops@example.org")], None, (x509.RFC822Name("ops@example.org"),), False),
+        ([x509.UniformResourceIdentifier(".example.org")], None, None,
+         (x509.UniformResourceIdentifier("https://api.example.org/x"),), True),
+        ([x509.UniformResourceIdentifier(".example.org")], None, None,
+         (x509.UniformResourceIdentifier("https://evil.test/"),), False),
+        (None, [x509.UniformResourceIdentifier("evil.test")], None,
+         (x509.UniformResourceIdentifier("urn:no-host"),), False),
+    ],
+)
+def test_directory_email_and_uri_name_constraints(permitted, excluded, leaf_subject, san, valid):
+    """Beyond DNS and IP names: directory names (subject prefixes), mailboxes and URI hosts."""
+    root, ca = _constrained(permitted, excluded)
+    subject = None
+    if leaf_subject:
+        subject = x509.Name([*_org(leaf_subject.removeprefix("O=")), x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
+    leaf = _leaf_with(ca, subject=subject, san=(x509.DNSName(HOST), *san))
+    d = run(leaf, [ca, root])
+    assert d.valid is valid, [p.message for p in d.problems]
+    if not valid:
+        assert any("violates the name constraints" in p.message for p in d.problems)
 
 
 def test_leaf_eku_without_server_auth():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import shutil
 import subprocess
@@ -324,3 +325,59 @@ def test_rdn_grouping_is_part_of_the_name(tmp_path, root_subject, leaf_issuer, c
     assert result.complete is complete
     if not complete:
         assert Code.MISSING_INTERMEDIATE in codes(result)
+
+
+def test_self_signed_ca_leaf_needs_that_very_certificate_in_the_bundle(pki):
+    """A self-signed CA certificate presented as the endpoint's own is trusted only when the bundle
+    holds it (OpenSSL: 'self-signed certificate'; the JVM: no path)."""
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, HOST)])
+    extensions = [
+        (x509.BasicConstraints(ca=True, path_length=None), True),
+        (x509.SubjectAlternativeName([x509.DNSName(HOST)]), False),
+    ]
+    selfsigned = pkigen.custom_cert(name, None, extensions)
+    missing = run(pki.root.pem, probe(selfsigned)).result
+    assert not missing.complete and Code.MISSING_ROOT in codes(missing)
+    assert run(selfsigned.pem, probe(selfsigned)).result.complete
+
+
+def test_a_certificate_block_no_one_can_decode_fails_the_whole_bundle(pki):
+    """OpenSSL's loader and the JVM's generateCertificates fail on it: never complete, whatever else
+    the bundle holds; a BER length alone (both read it) does not."""
+    garbage = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    result = run(pkigen.pem_bundle(pki.intermediate, pki.root) + garbage, probe(pki.leaf)).result
+    assert Code.BLOCK_UNREADABLE in codes(result) and not result.complete
+    other = pkigen.three_tier("other.example.test").intermediate.cert.public_bytes(serialization.Encoding.DER)
+    assert other[:2] == b"\x30\x82"
+    ber = b"\x30\x83\x00" + other[2:]
+    ber_block = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(ber) + b"-----END CERTIFICATE-----\n"
+    result = run(pkigen.pem_bundle(pki.intermediate, pki.root) + ber_block, probe(pki.leaf)).result
+    assert Code.BLOCK_UNREADABLE in codes(result) and result.complete
+
+
+def test_a_line_starting_with_nul_ends_what_openssl_reads(pki):
+    """OpenSSL's PEM reader takes such a line for the end of the file: the root after it is lost."""
+    result = run(pki.intermediate.pem + b"\x00\n" + pki.root.pem, probe(pki.leaf)).result
+    assert not result.complete
+    assert any("NUL byte" in p.message for p in result.problems if p.code is Code.FORMAT_NONSTANDARD)
+    inside = run(pki.intermediate.pem + b"note\x00here\n" + pki.root.pem, probe(pki.leaf)).result
+    assert inside.complete  # a NUL later in a line is only text between blocks
+
+
+def test_a_name_openssl_cannot_decode_fails_the_whole_bundle(pki):
+    """A VisibleString name: cryptography and the JVM read it, OpenSSL refuses to load the file."""
+    from cryptography.x509.name import _ASN1Type
+
+    visible = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "Visible Root", _type=_ASN1Type.VisibleString)])
+    extra = pkigen.custom_cert(visible, None, [(x509.BasicConstraints(ca=True, path_length=None), True)])
+    result = run(pkigen.pem_bundle(pki.intermediate, pki.root, extra), probe(pki.leaf)).result
+    assert not result.complete
+    (refusal,) = [p for p in result.problems if "OpenSSL would not load the file" in p.message]
+    assert "VisibleString" in refusal.message and refusal.severity is Severity.ERROR
+
+
+def test_a_ca_certificate_presented_first_is_pointed_out(pki):
+    """A bundle given as --chain starts with a CA: say so rather than only report a host name mismatch."""
+    result = run(pkigen.pem_bundle(pki.intermediate, pki.root), probe(pki.intermediate, pki.root)).result
+    assert any("is a CA certificate" in note for note in result.notes)
+    assert not any("is a CA certificate" in note for note in run(pki.root.pem, probe(pki.leaf)).result.notes)

@@ -57,6 +57,8 @@ _ERROR_ISSUES = {
     "end_mismatch": "OpenSSL and the JVM would not read {cert}: the END line names another label than the BEGIN line",
     "trusted_aux": "the JVM would not read {cert}: it is a TRUSTED CERTIFICATE carrying OpenSSL "
     "trust settings after the certificate, which OpenSSL applies (convert with openssl x509)",
+    "after_nul": "OpenSSL would not read {cert}: an earlier line starts with a NUL byte, where "
+    "OpenSSL's PEM reader stops reading the file",
     "pkcs7_block": "OpenSSL would not read {cert}: OpenSSL's PEM bundle reader skips PKCS7 "
     "blocks (and the JVM reads one only as the first block, then nothing after it)",
     "pkcs7_file": "OpenSSL's PEM reader would not read {cert}: the file is PKCS#7, not a PEM "
@@ -128,6 +130,12 @@ class BundleReading:
     def readable(self) -> bool:
         """False when the whole file could not be read (bundle_unreadable)."""
         return not any(p.code is Code.BUNDLE_UNREADABLE for p in self.problems)
+
+    @property
+    def fails_consumers(self) -> bool:
+        """A certificate block OpenSSL and the JVM cannot decode either, which fails the whole file for
+        them; a BER length alone does not (both read it, where cryptography does not)."""
+        return any(block.error is not None and not block.error.endswith(_BER_HINT) for block in self.blocks)
 
     @property
     def private_key_count(self) -> int:
@@ -376,13 +384,16 @@ def _load_pkcs7(der: bytes) -> tuple[list[x509.Certificate], str | None]:
         return [], f"not a valid PKCS#7 certificate bundle: {exc}"
 
 
+_BER_HINT = " (it is BER, not strict DER: its length is not minimally encoded)"
+
+
 def _ber_hint(der: bytes) -> str:
     if len(der) < 3 or der[1] < 0x80:
         return ""
     size = der[1] & 0x7F
     length = int.from_bytes(der[2 : 2 + size], "big")
     if length < 0x80 or size > (length.bit_length() + 7) // 8:
-        return " (it is BER, not strict DER: its length is not minimally encoded)"
+        return _BER_HINT
     return ""
 
 
@@ -762,12 +773,15 @@ def _read_pem(data: bytes, path: str) -> BundleReading:
     pkcs7_only = bool(spans) and all(_kind(span.label) == "pkcs7" for span in spans)
     outside = _LineRanges()
     gap_start, prev_end = 0, None
+    openssl_stop = _openssl_stop(data)
     for i, span in enumerate(spans):
         after_end = prev_end is not None
         gap = _scan_gap(data, gap_start, span.start, lines.at(gap_start), after_end, outside)
         floor = spans[i - 1].start if i else 0
         ceiling = spans[i + 1].start if i + 1 < len(spans) else len(data)
         layout = _layout_issues(data, span, prev_end, floor, ceiling)
+        if openssl_stop is not None and span.stop > openssl_stop:
+            layout.append("after_nul")
         issues = _jvm_gap_issues(gap)
         _read_span(account, data, span, lines.at(span.start), layout, issues, pkcs7_only)
         gap_start = span.stop
@@ -776,6 +790,15 @@ def _read_pem(data: bytes, path: str) -> BundleReading:
     tail = _scan_gap(data, gap_start, len(data), lines.at(gap_start), after_end, outside)
     _note_file_layout(account, data, spans, outside, tail)
     return account.finish("pkcs7-pem" if pkcs7_only else "pem")
+
+
+def _openssl_stop(data: bytes) -> int | None:
+    """Where OpenSSL stops reading PEM: at a line that starts with a NUL byte (its line reader
+    measures lines with strlen, so that line reads as the end of the file)."""
+    if data.startswith(b"\x00"):
+        return 0
+    found = data.find(b"\n\x00")
+    return found + 1 if found >= 0 else None
 
 
 def _jvm_gap_issues(gap: _Gap) -> list[_Issue]:

@@ -6,6 +6,7 @@ import copyreg
 import hashlib
 import ipaddress
 import re
+import string
 import sys
 import warnings
 from collections.abc import Callable
@@ -20,31 +21,22 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, p
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID, NameOID, PublicKeyAlgorithmOID
 
-from .der import PRINTABLE_STRING, SHORT_NAMES, certificate_parts, simple_name
+from .der import PRINTABLE_STRING, SHORT_NAMES, certificate_parts, name_value_tags, simple_name
 
-# Extensions a PKIX validator (the JVM's included) understands; any other critical one fails a path.
+# Extensions that both OpenSSL and the JVM's PKIX validator process when marked critical; any other
+# critical one (AIA, key identifiers, issuerAltName, TLS feature, CRL distribution points...) makes
+# at least one of them refuse the certificate.
 KNOWN_EXTENSIONS = frozenset(
     {
         ExtensionOID.BASIC_CONSTRAINTS,
         ExtensionOID.KEY_USAGE,
         ExtensionOID.EXTENDED_KEY_USAGE,
         ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
-        ExtensionOID.ISSUER_ALTERNATIVE_NAME,
         ExtensionOID.NAME_CONSTRAINTS,
         ExtensionOID.POLICY_CONSTRAINTS,
         ExtensionOID.CERTIFICATE_POLICIES,
         ExtensionOID.POLICY_MAPPINGS,
         ExtensionOID.INHIBIT_ANY_POLICY,
-        ExtensionOID.SUBJECT_KEY_IDENTIFIER,
-        ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
-        ExtensionOID.AUTHORITY_INFORMATION_ACCESS,
-        ExtensionOID.SUBJECT_INFORMATION_ACCESS,
-        ExtensionOID.CRL_DISTRIBUTION_POINTS,
-        ExtensionOID.FRESHEST_CRL,
-        ExtensionOID.PRECERT_SIGNED_CERTIFICATE_TIMESTAMPS,
-        ExtensionOID.PRECERT_POISON,
-        ExtensionOID.TLS_FEATURE,
-        ExtensionOID.SUBJECT_DIRECTORY_ATTRIBUTES,
     }
 )
 
@@ -79,6 +71,13 @@ class CertInfo:
     signature_hash: str | None = None  # signature_hash_name(cert), read once
     rsa_bits: int | None = None  # _rsa_key_bits(cert), read once
     name_error: str | None = None  # its subject or issuer name could not be read
+    digital_signature: bool | None = None  # None: no keyUsage extension
+    # The authorityKeyIdentifier's issuer names (as name keys) and serial number, when it has them.
+    aki_issuers: tuple[tuple[tuple[str, str], ...], ...] = ()
+    aki_serial: int | None = None
+    emails: tuple[str, ...] = ()  # rfc822 names of the SAN, then emailAddress values of the subject
+    uris: tuple[str, ...] = ()  # URIs of the SAN
+    openssl_refused_tags: tuple[int, ...] = ()  # name value types that make OpenSSL refuse it
 
     @property
     def der(self) -> bytes:
@@ -113,7 +112,7 @@ NameKey = tuple[tuple[str, str], ...]  # how names are compared (see name_key)
 
 
 def name_key(name: x509.Name) -> tuple[tuple[str, str], ...]:
-    """Comparison key for names: RFC 5280 section 7.1 style case-folding and space folding.
+    """Comparison key for names, matching where both OpenSSL and the JVM match them (see value_key).
 
     The RDN grouping is part of the name: OpenSSL and the JVM never match CN=a+O=b (one RDN) with
     O=b,CN=a (two), even when the key that signed the certificate is the right one. A multi-valued
@@ -130,8 +129,26 @@ def name_key(name: x509.Name) -> tuple[tuple[str, str], ...]:
 
 
 def _attribute_key(attr: x509.NameAttribute[Any]) -> tuple[str, str]:
-    value = attr.value if isinstance(attr.value, str) else attr.value.hex()
-    return sys.intern(attr.oid.dotted_string), " ".join(value.split()).casefold()
+    tag = getattr(getattr(attr, "_type", None), "value", None)  # the value's ASN.1 string type
+    return value_key(attr.oid.dotted_string, tag, attr.value)
+
+
+# Only PrintableString and UTF8String values of the attribute types RFC 4514 names by keyword are
+# compared loosely by the JVM (its RFC 2253 canonical form; any other value becomes '#' and its
+# DER); OpenSSL folds those too. Loosely means here what both do: ASCII case and runs of spaces.
+# Anything else must match in type and content, so that no two names match that either rejects.
+_UTF8_STRING = 0x0C
+_FOLDED_TAGS = frozenset({PRINTABLE_STRING, _UTF8_STRING})
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def value_key(dotted: str, tag: int | None, value: str | bytes) -> tuple[str, str]:
+    """How one attribute value compares: '=' + folded text, or '#' + its type and exact content."""
+    if isinstance(value, bytes):
+        return sys.intern(dotted), f"#{tag}:{value.hex()}"
+    if tag in _FOLDED_TAGS and dotted in SHORT_NAMES:
+        return sys.intern(dotted), "=" + " ".join(part for part in value.split(" ") if part).translate(_ASCII_LOWER)
+    return sys.intern(dotted), f"#{tag}:{value}"
 
 
 # Keyed by the certificate itself: cryptography hashes and compares certificates by their DER,
@@ -282,6 +299,8 @@ def _build(kept: x509.Certificate, der: bytes) -> CertInfo:
 
     dns: tuple[str, ...] = ()
     ips: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    uris: tuple[str, ...] = ()
     if isinstance(san, x509.SubjectAlternativeName):
         dns = tuple(san.get_values_for_type(x509.DNSName))
         ips = tuple(
@@ -289,6 +308,8 @@ def _build(kept: x509.Certificate, der: bytes) -> CertInfo:
             for ip in san.get_values_for_type(x509.IPAddress)
             if isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address)
         )
+        emails = tuple(san.get_values_for_type(x509.RFC822Name))
+        uris = tuple(san.get_values_for_type(x509.UniformResourceIdentifier))
     ca_issuers: tuple[str, ...] = ()
     if isinstance(aia, x509.AuthorityInformationAccess):
         ca_issuers = tuple(
@@ -314,6 +335,15 @@ def _build(kept: x509.Certificate, der: bytes) -> CertInfo:
         else _name_facts(raw_subject, lambda: cert.subject, keep=is_ca, which="subject")
     )
     aki_id = aki.key_identifier if isinstance(aki, x509.AuthorityKeyIdentifier) else None
+    aki_issuers: tuple[NameKey, ...] = ()
+    aki_serial = None
+    if isinstance(aki, x509.AuthorityKeyIdentifier):
+        aki_serial = aki.authority_cert_serial_number
+        aki_issuers = tuple(
+            name_key(general.value)
+            for general in aki.authority_cert_issuer or ()
+            if isinstance(general, x509.DirectoryName)
+        )
     return CertInfo(
         cert=kept,
         sha256=sha256,
@@ -341,6 +371,12 @@ def _build(kept: x509.Certificate, der: bytes) -> CertInfo:
         signature_hash=signature_hash_name(cert),
         rsa_bits=_rsa_key_bits(cert),
         name_error=_name_error(subject, issuer),
+        digital_signature=ku.digital_signature if isinstance(ku, x509.KeyUsage) else None,
+        aki_issuers=aki_issuers,
+        aki_serial=aki_serial,
+        emails=emails + subject.emails,
+        uris=uris,
+        openssl_refused_tags=tuple(sorted(set(subject.refused_tags) | set(issuer.refused_tags))),
     )
 
 
@@ -350,6 +386,8 @@ class _NameFacts:
     key: tuple[tuple[str, str], ...]
     common_names: tuple[str, ...]
     error: str | None = None  # why the name could not be read (it then matches no other name)
+    emails: tuple[str, ...] = ()  # emailAddress attribute values (never in a simple name)
+    refused_tags: tuple[int, ...] = ()  # value types OpenSSL's name decoder refuses (see OPENSSL_NAME_TAGS)
 
 
 # Name facts by the Name's DER as encoded: a CA's name recurs as the issuer of every certificate it
@@ -366,7 +404,9 @@ def _name_facts(raw: bytes | None, read: Callable[[], x509.Name], *, keep: bool,
     facts = (_simple_name_facts(raw) if raw is not None else None) or _read_name_facts(read, raw, which)
     if not keep:
         return facts
-    facts = _NameFacts(_shared(facts.display), _shared(facts.key), facts.common_names, facts.error)
+    facts = _NameFacts(
+        _shared(facts.display), _shared(facts.key), facts.common_names, facts.error, facts.emails, facts.refused_tags
+    )
     if raw is not None:
         if len(_NAMES) >= _CACHE_LIMIT:
             _NAMES.clear()
@@ -377,8 +417,10 @@ def _name_facts(raw: bytes | None, read: Callable[[], x509.Name], *, keep: bool,
 def _read_name_facts(read: Callable[[], x509.Name], raw: bytes | None, which: str) -> _NameFacts:
     """The facts of the Name `read()` gives; for one cryptography parses but cannot give as a Name
     (a BIT STRING common name, bad UTF-8, an empty RDN), a placeholder that names no other certificate."""
+    tags = name_value_tags(raw) if raw is not None else None
+    refused = tuple(sorted(tags - OPENSSL_NAME_TAGS)) if tags is not None else ()
     try:
-        return _facts_of_name(read())
+        facts = _facts_of_name(read())
     except Exception as exc:  # noqa: BLE001 - any odd value in a peer's certificate must not stop a pass
         digest = hashlib.sha256(raw or b"").hexdigest()[:16]
         return _NameFacts(
@@ -387,7 +429,16 @@ def _read_name_facts(read: Callable[[], x509.Name], raw: bytes | None, which: st
             common_names=(),
             error=f"its {which} name cannot be read ({type(exc).__name__}: a value of a type or encoding "
             "that names do not hold)",
+            refused_tags=refused,
         )
+    return _NameFacts(facts.display, facts.key, facts.common_names, facts.error, facts.emails, refused)
+
+
+# Name value types OpenSSL's certificate decoder accepts (BIT STRING, ObjectDescriptor, UTF8String,
+# NumericString, PrintableString, T61String, IA5String, UniversalString, BMPString, as OpenSSL 3.0
+# was seen to load them); a certificate with any other (VisibleString, GeneralString, INTEGER...)
+# fails to load, and a PEM file holding it fails as a whole.
+OPENSSL_NAME_TAGS = frozenset({0x03, 0x07, 0x0C, 0x12, 0x13, 0x14, 0x16, 0x1C, 0x1E})
 
 
 def _name_error(subject: _NameFacts, issuer: _NameFacts) -> str | None:
@@ -396,7 +447,8 @@ def _name_error(subject: _NameFacts, issuer: _NameFacts) -> str | None:
 
 def _facts_of_name(name: x509.Name) -> _NameFacts:
     common_names = tuple(str(a.value) for a in name.get_attributes_for_oid(NameOID.COMMON_NAME))
-    return _NameFacts(_display_name(name), name_key(name), common_names)
+    emails = tuple(str(a.value) for a in name.get_attributes_for_oid(NameOID.EMAIL_ADDRESS))
+    return _NameFacts(_display_name(name), name_key(name), common_names, emails=emails)
 
 
 # Values that RFC 4514 writes as they are (nothing to escape, no space to fold): those every string
@@ -422,7 +474,7 @@ def _simple_name_facts(raw: bytes) -> _NameFacts | None:
         if not (_PLAIN_VALUE if tag == PRINTABLE_STRING else _PLAIN_TEXT_VALUE).fullmatch(value):
             return None
         parts.append(f"{SHORT_NAMES[dotted]}={value}")
-        key.append((sys.intern(dotted), value.lower()))  # casefold() of ASCII; single spaces already
+        key.append(value_key(dotted, tag, value))
         if dotted == _COMMON_NAME:
             common_names.append(value)
     return _NameFacts(",".join(reversed(parts)), tuple(key), tuple(common_names))

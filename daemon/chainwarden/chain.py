@@ -63,7 +63,7 @@ def is_self_signed(cert: CertInfo) -> bool:
 class Search:
     complete: tuple[Path, ...]  # paths ending in a self-signed certificate
     dead_ends: tuple[Path, ...]  # maximal paths whose top has no usable issuer in the pool
-    bad_signatures: tuple[tuple[CertInfo, CertInfo, str], ...]  # child, candidate, why
+    bad_signatures: tuple[tuple[CertInfo, CertInfo, str], ...]  # child, candidate, why it is not the issuer
 
 
 def find_paths(start: Link, pool: Pool) -> Search:
@@ -100,14 +100,30 @@ class _Walk:
                 continue
             if _same_key_already_on_path(candidate.cert, path):
                 continue  # a cross-sign of a certificate already above us: a loop
+            mismatch = identifier_mismatch(top, candidate.cert)
+            if mismatch is not None:
+                self.bad.append((top, candidate.cert, f"is not the issuer that {top.subject} names: {mismatch}"))
+                continue
             reason = signature_error(top, candidate.cert)
             if reason is not None:
-                self.bad.append((top, candidate.cert, reason))
+                self.bad.append((top, candidate.cert, f"did not sign {top.subject}: {reason}"))
                 continue
             extended = True
             self.visit((*path, candidate))
         if not extended:
             self.dead_ends.append(path)
+
+
+def identifier_mismatch(child: CertInfo, issuer: CertInfo) -> str | None:
+    """Why `issuer` is not the certificate `child`'s authorityKeyIdentifier names; OpenSSL and the JVM
+    pass over such a candidate even when its key made the signature."""
+    if child.aki is not None and issuer.ski is not None and child.aki != issuer.ski:
+        return f"its key identifier {issuer.ski.hex(':')} is not the authority key identifier {child.aki.hex(':')}"
+    if child.aki_serial is not None and child.aki_serial != issuer.cert.serial_number:
+        return "its serial number is not the one in the authority key identifier"
+    if child.aki_issuers and issuer.issuer_key not in child.aki_issuers:
+        return "its issuer is not the one in the authority key identifier"
+    return None
 
 
 def _same_key_already_on_path(cert: CertInfo, path: Path) -> bool:
@@ -317,7 +333,7 @@ def _signature_explanations(search: Search, dead_end: Path) -> list[Problem]:
         Problem(
             Code.PATH_INVALID,
             Severity.ERROR,
-            f"{candidate.subject} has the issuer's name but did not sign {child.subject}: {why}",
+            f"{candidate.subject} has the issuer's name but {why}",
             candidate.subject,
         )
         for child, candidate, why in search.bad_signatures

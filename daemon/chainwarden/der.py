@@ -123,3 +123,30 @@ def simple_name(raw: bytes) -> list[tuple[str, bytes, int]] | None:
         return attributes
     except ValueError:
         return None
+
+
+def name_value_tags(raw: bytes) -> frozenset[int] | None:
+    """The tags of every attribute value in the Name encoded as `raw`; None when it is not shaped
+    as a Name (a SEQUENCE of SETs of SEQUENCEs of an OID and a value)."""
+    try:
+        tag, at, end = _header(raw, 0)
+        if tag != _SEQUENCE:
+            return None
+        tags = set()
+        while at < end:
+            tag, member, rdn_end = _header(raw, at)
+            if tag != _SET:
+                return None
+            while member < rdn_end:
+                tag, attr_start, attr_end = _header(raw, member)
+                if tag != _SEQUENCE:
+                    return None
+                tag, _, value_start = _header(raw, attr_start)
+                if tag != _OID or value_start >= attr_end:
+                    return None
+                tags.add(_header(raw, value_start)[0])
+                member = attr_end
+            at = rdn_end
+        return frozenset(tags)
+    except ValueError:
+        return None

@@ -61,6 +61,7 @@ class _BundleView:
     hidden: tuple[CertInfo, ...]  # parsed by us, missed by a strict consumer
     pool: Pool  # issuer candidates among `consumer`
     positions: dict[str, int]  # sha256 -> index of its first occurrence among everything
+    load_refusals: tuple[Problem, ...]  # certificates that make OpenSSL refuse the whole file
 
     @classmethod
     def of(cls, bundle: BundleReading) -> _BundleView:
@@ -76,7 +77,29 @@ class _BundleView:
             hidden=tuple(c for c in everything if c.sha256 not in consumer_shas),
             pool=Pool(Link(c, Source.BUNDLE) for c in consumer),
             positions=positions,
+            load_refusals=tuple(_load_refusal(bundle.path, c) for c in everything if c.openssl_refused_tags),
         )
+
+
+def _load_refusal(path: str, cert: CertInfo) -> Problem:
+    tags = ", ".join(_TAG_NAMES.get(tag, f"tag {tag}") for tag in cert.openssl_refused_tags)
+    return Problem(
+        Code.FORMAT_NONSTANDARD,
+        Severity.ERROR,
+        f"bundle {path}: OpenSSL would not load the file at all: {cert.subject} has a name value of type "
+        f"{tags}, which OpenSSL's certificate decoder refuses; remove or replace that certificate",
+        cert.subject,
+    )
+
+
+_TAG_NAMES = {
+    0x02: "INTEGER",
+    0x04: "OCTET STRING",
+    0x15: "VideotexString",
+    0x19: "GraphicString",
+    0x1A: "VisibleString",
+    0x1B: "GeneralString",
+}
 
 
 def evaluate(
@@ -89,9 +112,9 @@ def evaluate(
     warn_days: int = 30,
     client_chain: BundleReading | None = None,
 ) -> Evaluation:
-    problems: list[Problem] = list(target.connection_problems) + list(bundle.problems)
-    notes: list[str] = []
     view = bundle.derived("engine.view", _BundleView.of)
+    problems: list[Problem] = [*target.connection_problems, *bundle.problems, *view.load_refusals]
+    notes: list[str] = []
     everything = view.everything
     inputs = Inputs(
         bundle=view.consumer,
@@ -104,6 +127,11 @@ def evaluate(
 
     leaf, leaf_source = _choose_leaf(presented, everything, target.hostname)
     problems.extend(_endpoint_problems(presented, leaf, leaf_source))
+    if leaf is not None and leaf_source is Source.ENDPOINT and leaf.is_ca and not leaf.self_issued:
+        notes.append(
+            f"the first certificate of the presented chain, {leaf.subject}, is a CA certificate: "
+            "an endpoint's own certificate comes first (was a bundle given as the chain?)"
+        )
     if client_chain is not None:
         problems.extend(client_cert_problems(client_chain, now, warn_days))
 
@@ -144,7 +172,7 @@ def evaluate(
         problems.extend(_order_problems(diagnosis, view.positions, leaf))
 
     chain = tuple(_entry(link, i, len(diagnosis.path), leaf is not None) for i, link in enumerate(diagnosis.path))
-    sound = diagnosis.complete and bundle.readable and not _consumer_rejects(bundle)
+    sound = diagnosis.complete and bundle.readable and not _consumer_rejects(bundle) and not view.load_refusals
     result = Result(
         file=target.file,
         connection=target.connection,
@@ -185,7 +213,7 @@ def _probe_ok(presented: Presented | None) -> bool | None:
 
 
 def _consumer_rejects(bundle: BundleReading) -> bool:
-    return any(
+    return bundle.fails_consumers or any(
         (p.code is Code.FORMAT_NONSTANDARD and p.severity is Severity.ERROR) or p.code is Code.PRIVATE_KEY_IN_BUNDLE
         for p in bundle.problems
     )
@@ -278,7 +306,7 @@ def _diagnose_leaf(
     hostname: str | None,
     warn_days: int,
 ) -> Diagnosis:
-    if is_self_signed(leaf) and not leaf.is_ca:
+    if is_self_signed(leaf):  # CA or not: no certificate but itself in the bundle can make it trusted
         return _self_signed_leaf(leaf, leaf_source, inputs, now, hostname, warn_days)
     return diagnose(Link(leaf, leaf_source), inputs, now, hostname=hostname, warn_days=warn_days)
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from .certinfo import CertInfo, is_ip_literal
+from .certinfo import CertInfo, is_ip_literal, name_key
 from .report import Code, Problem, Severity
 
 SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH.dotted_string
@@ -22,7 +23,6 @@ def validity_problems(
 ) -> list[Problem]:
     """Errors that make this path unusable at `now` (empty list: the path validates)."""
     problems: list[Problem] = []
-    now = now.replace(microsecond=0)  # validity is encoded in whole seconds (RFC 5280 4.1.2.5)
     for position, cert in enumerate(path):
         problems.extend(_time_problems(cert, now, _role_word(position, len(path), leaf_is_endpoint)))
         problems.extend(_algorithm_problems(cert, is_anchor=position == len(path) - 1))
@@ -35,7 +35,7 @@ def validity_problems(
             problems.append(_invalid(cert, f"certificate {cert.subject}: unrecognised critical extension {oids}"))
     problems.extend(_ca_problems(path))
     problems.extend(_name_constraint_problems(path))
-    if leaf_is_endpoint and len(path) > 1:
+    if leaf_is_endpoint:
         problems.extend(_leaf_usage_problems(path[0]))
     if hostname and leaf_is_endpoint:
         problems.extend(hostname_problems(path[0], hostname))
@@ -159,9 +159,18 @@ def _ca_problems(path: Sequence[CertInfo]) -> list[Problem]:
 
 
 def _leaf_usage_problems(leaf: CertInfo) -> list[Problem]:
+    out = []
     if leaf.eku is not None and SERVER_AUTH not in leaf.eku and ANY_EKU not in leaf.eku:
-        return [_invalid(leaf, f"leaf {leaf.subject} is not valid for TLS servers (extendedKeyUsage lacks serverAuth)")]
-    return []
+        out.append(
+            _invalid(leaf, f"leaf {leaf.subject} is not valid for TLS servers (extendedKeyUsage lacks serverAuth)")
+        )
+    if leaf.digital_signature is False:
+        # TLS 1.3 and every (EC)DHE handshake have the server sign with this key; the JVM refuses a
+        # keyUsage without digitalSignature (OpenSSL too, unless keyEncipherment allows RSA key exchange).
+        out.append(
+            _invalid(leaf, f"leaf {leaf.subject} may not sign TLS handshakes (keyUsage lacks digitalSignature)")
+        )
+    return out
 
 
 def hostname_problems(leaf: CertInfo, hostname: str) -> list[Problem]:
@@ -195,7 +204,7 @@ def matches_hostname(leaf: CertInfo, hostname: str) -> bool:
 
 
 def _dns_match(pattern: str, host: str) -> bool:
-    pattern = pattern.rstrip(".").lower()
+    pattern = pattern.lower()  # a trailing dot is kept: neither OpenSSL nor the JVM match "name." with "name"
     if pattern == host:
         return True
     if not pattern.startswith("*."):
@@ -244,7 +253,91 @@ def _violation(constraints: x509.NameConstraints, cert: CertInfo) -> str | None:
             return f"IP address {ip} is excluded"
         if permitted is not None and not any(address in net for net in permitted):
             return f"IP address {ip} is not within the permitted ranges"
+    return (
+        _directory_violation(constraints, cert)
+        or _email_violation(constraints, cert)
+        or _uri_violation(constraints, cert)
+    )
+
+
+def _directory_violation(constraints: x509.NameConstraints, cert: CertInfo) -> str | None:
+    """directoryName subtrees: a base matches the subject's first RDNs (an empty subject is exempt)."""
+    if not cert.subject_key:
+        return None
+    excluded = _bases(constraints.excluded_subtrees, x509.DirectoryName) or []
+    permitted = _bases(constraints.permitted_subtrees, x509.DirectoryName)
+    if any(_within_directory(cert, base) for base in excluded):
+        return f"subject {cert.subject} is within an excluded directory name"
+    if permitted is not None and not any(_within_directory(cert, base) for base in permitted):
+        return f"subject {cert.subject} is not within the permitted directory names"
     return None
+
+
+def _within_directory(cert: CertInfo, base: x509.GeneralName) -> bool:
+    # Name keys mark multi-valued RDNs, so a prefix of keys is a prefix of whole RDNs.
+    key = name_key(base.value)
+    return cert.subject_key[: len(key)] == key
+
+
+def _email_violation(constraints: x509.NameConstraints, cert: CertInfo) -> str | None:
+    """rfc822Name subtrees, for the SAN's addresses and the subject's emailAddress values."""
+    return _string_violation(constraints, x509.RFC822Name, cert.emails, "email address", _within_mailbox)
+
+
+def _uri_violation(constraints: x509.NameConstraints, cert: CertInfo) -> str | None:
+    return _string_violation(constraints, x509.UniformResourceIdentifier, cert.uris, "URI", _within_uri)
+
+
+def _string_violation(
+    constraints: x509.NameConstraints,
+    kind: type[x509.GeneralName],
+    names: Sequence[str],
+    word: str,
+    within: Callable[[str, str], bool | None],
+) -> str | None:
+    excluded = _bases(constraints.excluded_subtrees, kind) or []
+    permitted = _bases(constraints.permitted_subtrees, kind)
+    for name in names:
+        verdicts = [within(name, str(base.value)) for base in excluded]
+        if any(verdicts):
+            return f"{word} {name} is excluded"
+        if None in verdicts:  # no host to judge by: OpenSSL refuses it, and so does this check
+            return f"{word} {name} cannot be checked against the excluded names"
+        if permitted is not None and not any(within(name, str(base.value)) for base in permitted):
+            return f"{word} {name} is not within the permitted names"
+    return None
+
+
+def _bases(subtrees: list[x509.GeneralName] | None, kind: type[x509.GeneralName]) -> list[x509.GeneralName] | None:
+    """The subtrees of one name type; None when there are none of that type (it is unconstrained)."""
+    found = [g for g in subtrees or () if isinstance(g, kind)]
+    return found or None
+
+
+def _within_host(host: str, base: str) -> bool:
+    base = base.lower()
+    return host.endswith(base) if base.startswith(".") else host == base
+
+
+def _within_mailbox(address: str, base: str) -> bool | None:
+    """RFC 5280 4.2.1.10: a mailbox, all mailboxes on a host, or (".domain") on hosts within a domain."""
+    local, at, host = address.rpartition("@")
+    if not at or not local or not host:
+        return None
+    if "@" in base:
+        base_local, _, base_host = base.rpartition("@")
+        return local == base_local and host.lower() == base_host.lower()
+    return _within_host(host.lower(), base)
+
+
+def _within_uri(uri: str, base: str) -> bool | None:
+    try:
+        host = urlsplit(uri).hostname
+    except ValueError:
+        host = None
+    if not host or is_ip_literal(host):
+        return None
+    return _within_host(host.lower(), base)
 
 
 def _dns_subtrees(subtrees: list[x509.GeneralName] | None) -> list[str] | None:

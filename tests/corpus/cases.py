@@ -318,16 +318,18 @@ def _cases() -> list[Case]:
                 "name is no Name; the certificate is judged unusable, never a crash",
                 content(lambda kit, tag=tag, value=value: kit.inter + kit.ca_root + odd_leaf(kit, tag, value)),
                 Expect(
-                    {"path_invalid": E},
+                    {"path_invalid": E, **extra},
                     "error",
                     ("<unreadable subject name, DER sha256 ", "its subject name cannot be read"),
-                    complete=True,  # the path is there; the leaf on it is what no client accepts
+                    # The path is there and the leaf on it is what no client accepts; unless OpenSSL
+                    # cannot even load the bundle holding that leaf (an INTEGER is no name value to it).
+                    complete=not extra,
                 ),
             )
-            for kind, what, tag, value in (
-                ("bitstring", "a BIT STRING common name", 0x03, b"\x00\x01"),
-                ("integer", "an INTEGER common name", 0x02, b"\x05"),
-                ("bad_utf8", "a UTF8String common name that is not UTF-8", 0x0C, b"erp\xff\xfe"),
+            for kind, what, tag, value, extra in (
+                ("bitstring", "a BIT STRING common name", 0x03, b"\x00\x01", {}),
+                ("integer", "an INTEGER common name", 0x02, b"\x05", {"format_nonstandard": E}),
+                ("bad_utf8", "a UTF8String common name that is not UTF-8", 0x0C, b"erp\xff\xfe", {}),
             )
         ),
         BundleCase(
@@ -364,7 +366,7 @@ def _cases() -> list[Case]:
                 {"block_unreadable": E},
                 "error",
                 (bundle + ", block 4 (line ", "not a valid certificate"),
-                complete=True,
+                complete=False,  # the JVM refuses the whole file (OpenSSL reads it)
             ),
         ),
         BundleCase(
