@@ -45,10 +45,20 @@ def _wait_for_workers(markers: Path, count: int) -> None:
 def _square_with_pid(markers: Path, workers: int):
     def work(share):
         _started(markers)
-        _wait_for_workers(markers, workers)  # every process holds a piece before any goes on
+        # Every process, this one included, holds a piece before any goes on: otherwise the workers
+        # may take every piece while this one is still forking the last of them.
+        _wait_for_workers(markers, workers)
+        _wait_for(lambda: (markers / str(PARENT)).exists(), "the parent never claimed a piece")
         return [(n * n, os.getpid()) for n in share]
 
     return work
+
+
+def _wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -78,6 +78,9 @@ class CertInfo:
     emails: tuple[str, ...] = ()  # rfc822 names of the SAN, then emailAddress values of the subject
     uris: tuple[str, ...] = ()  # URIs of the SAN
     openssl_refused_tags: tuple[int, ...] = ()  # name value types that make OpenSSL refuse it
+    san_count: int = 0  # entries of the SAN, of every kind
+    san_other_names: bool = False  # an otherName in the SAN (name constraints do not evaluate them)
+    san_bad_ips: bool = False  # an iPAddress in the SAN that is no address (wrong length)
 
     @property
     def der(self) -> bytes:
@@ -301,6 +304,7 @@ def _build(kept: x509.Certificate, der: bytes) -> CertInfo:
     ips: tuple[str, ...] = ()
     emails: tuple[str, ...] = ()
     uris: tuple[str, ...] = ()
+    san_count, san_other_names, san_bad_ips = 0, False, False
     if isinstance(san, x509.SubjectAlternativeName):
         dns = tuple(san.get_values_for_type(x509.DNSName))
         ips = tuple(
@@ -310,6 +314,9 @@ def _build(kept: x509.Certificate, der: bytes) -> CertInfo:
         )
         emails = tuple(san.get_values_for_type(x509.RFC822Name))
         uris = tuple(san.get_values_for_type(x509.UniformResourceIdentifier))
+        san_count = len(san)
+        san_other_names = bool(san.get_values_for_type(x509.OtherName))
+        san_bad_ips = len(ips) != len(san.get_values_for_type(x509.IPAddress))
     ca_issuers: tuple[str, ...] = ()
     if isinstance(aia, x509.AuthorityInformationAccess):
         ca_issuers = tuple(
@@ -377,6 +384,9 @@ def _build(kept: x509.Certificate, der: bytes) -> CertInfo:
         emails=emails + subject.emails,
         uris=uris,
         openssl_refused_tags=tuple(sorted(set(subject.refused_tags) | set(issuer.refused_tags))),
+        san_count=san_count,
+        san_other_names=san_other_names,
+        san_bad_ips=san_bad_ips,
     )
 
 

@@ -30,7 +30,7 @@ def validity_problems(
             problems.append(_invalid(cert, f"certificate {cert.subject}: unreadable extension: {cert.extension_error}"))
         if cert.name_error:
             problems.append(_invalid(cert, f"certificate {cert.subject}: {cert.name_error}"))
-        if cert.unknown_critical and position < len(path) - 1:
+        if cert.unknown_critical:  # the root's too: the JVM skips a trust anchor's, OpenSSL does not
             oids = ", ".join(cert.unknown_critical)
             problems.append(_invalid(cert, f"certificate {cert.subject}: unrecognised critical extension {oids}"))
     problems.extend(_ca_problems(path))
@@ -49,7 +49,7 @@ def _role_word(position: int, length: int, has_leaf: bool = True) -> str:
 
 
 def _time_problems(cert: CertInfo, now: datetime, role: str) -> list[Problem]:
-    if now > cert.not_after:
+    if now >= cert.not_after:  # the JVM still accepts notAfter itself, OpenSSL does not
         return [
             Problem(
                 Code.EXPIRED,
@@ -236,7 +236,19 @@ def _name_constraint_problems(path: Sequence[CertInfo]) -> list[Problem]:
     return out
 
 
+# OpenSSL refuses a certificate when its names times the constraints exceed this (a DoS guard).
+_OPENSSL_NAME_CHECK_MAX = 1 << 20
+
+
 def _violation(constraints: x509.NameConstraints, cert: CertInfo) -> str | None:
+    subtrees = [*(constraints.permitted_subtrees or ()), *(constraints.excluded_subtrees or ())]
+    names = sum(1 for kind, _ in cert.subject_key if kind != "+") + cert.san_count
+    if subtrees and names > _OPENSSL_NAME_CHECK_MAX // len(subtrees):
+        return f"{names} names against {len(subtrees)} constraints: more pairs than OpenSSL checks (it refuses them)"
+    if cert.san_other_names and any(isinstance(g, x509.OtherName) for g in subtrees):
+        return "otherName names cannot be checked against otherName constraints here (OpenSSL refuses them)"
+    if cert.san_bad_ips and any(isinstance(g, x509.IPAddress) for g in subtrees):
+        return "an IP address in its subjectAltName is malformed, so the IP constraints cannot be checked"
     dns_names = list(cert.dns_names)
     if not dns_names and not cert.ip_addresses and cert.is_end_entity:
         dns_names = [cn for cn in cert.common_names if "." in cn and " " not in cn]
