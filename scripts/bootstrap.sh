@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Makes .venv with chainwarden and its test tools, and installs the Debian packages the
-# suite drives for real (openssl s_server, promtool/prometheus). Idempotent; quiet unless
+# suite drives for real (openssl s_server, promtool/prometheus, a JDK). Idempotent; quiet unless
 # something fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# javac (and java) for the JVM oracle of tests/test_oracles.py.
+command -v javac >/dev/null 2>&1 || need_apt+=(default-jdk-headless)
 if [ "${CHAINWARDEN_SKIP_PROMETHEUS:-0}" != 1 ]; then
     command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 fi
