@@ -87,7 +87,7 @@ def test_text_output_is_for_people(world, capsys):
     block = out.split("\n\n")[0]
     assert block.startswith("ERROR ") and "full_missing" in block
     assert block.index("problems:") < block.index("chain:")
-    assert "`- " in block and out.rstrip().endswith("0 ok, 0 warning, 1 error")
+    assert "`- " in block and out.rstrip().endswith("0 ok, 0 warnings, 1 error")
 
 
 def test_offline_uses_no_network(world, capsys):
@@ -252,3 +252,52 @@ def test_an_internal_error_exits_3_without_quoting_input(tmp_path, capsys, monke
     code, out, err = run(capsys, "inspect", str(tmp_path / "any.pem"))
     assert code == 3 and "internal error: TypeError in cli.py:" in err and "(_cmd_inspect)" in err
     assert "canary-0451" not in out + err
+
+
+def test_summary_counts_use_correct_plurals():
+    """"1 warning, 2 errors", "0 warnings", "1 connection file": never "0 warning, 1 error"."""
+    from chainwarden.render import results_text
+    from chainwarden.report import Code, Problem, Result, Severity
+
+    def result(connection, *severities):
+        codes = {Severity.WARNING: Code.EXPIRING_SOON, Severity.ERROR: Code.EXPIRED}
+        problems = tuple(Problem(codes[severity], severity, "m") for severity in severities)
+        return Result("/x/prod.json", connection, "h:443", "/b.pem", problems)
+
+    error, warning = Severity.ERROR, Severity.WARNING
+    last = results_text([result("a", error), result("b", warning), result("c")]).splitlines()[-1]
+    assert last == "3 checked: 1 ok, 1 warning, 1 error"
+    last = results_text([result("a", error), result("b", error), result("c")]).splitlines()[-1]
+    assert last == "3 checked: 1 ok, 0 warnings, 2 errors"
+    file_level = Result("/x/other.json", None, None, None, (Problem(Code.CONNECTION_INVALID, error, "m"),))
+    last = results_text([result("a", warning), result("b", warning), file_level]).splitlines()[-1]
+    assert last == "2 checked: 0 ok, 2 warnings, 0 errors; 1 connection file with problems of its own (above)"
+    last = results_text([file_level, file_level]).splitlines()[-1]
+    assert last == "0 checked: 0 ok, 0 warnings, 0 errors; 2 connection files with problems of their own (above)"
+
+
+def test_missing_connection_file_exits_2_while_a_usage_error_exits_3(world, tmp_path, capsys):
+    """A connection file that does not exist is a located error in the report (2, like a broken chain);
+    a --connection no file has means the command could not run (3). README and --help say both."""
+    missing = tmp_path / "nosuch.json"
+    code, out, _ = run(capsys, "check", str(missing), "--format", "json")
+    (result,) = json.loads(out)["results"]
+    assert code == 2 and result["connection"] is None and result["file"] == str(missing)
+    assert result["problems"][0]["code"] == "connection_invalid" and "cannot read" in result["problems"][0]["message"]
+    code, out, _ = run(capsys, "fix", str(missing), "--format", "json")
+    assert code == 2 and json.loads(out)["files"][0]["unfixable"][0]["connection"] == "(file)"
+    code, out, err = run(capsys, "check", str(world["json"]), "--connection", "nosuch", "--offline")
+    assert code == 3 and "no connection named 'nosuch'" in err and out == ""
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert (
+        "A connection file given on the command line that is missing, unreadable or not valid JSON is an error "
+        "of the report (a located `connection_invalid` result), so it exits **2**"
+    ) in readme
+    assert "**3** means the command itself could not run" in readme
+    with pytest.raises(SystemExit):
+        from chainwarden.cli import build_parser
+
+        build_parser().parse_args(["check", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "a connection file that is missing, unreadable or not valid JSON counts here too" in help_text
+    assert "3 the command itself could not run" in help_text

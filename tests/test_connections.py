@@ -669,3 +669,42 @@ def test_a_connection_file_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> 
     os.mkfifo(fifo)
     parsed = read_connection_file(fifo)
     assert only_problem(parsed) == f"connection file {fifo}: cannot read: not a regular file (a device, FIFO or socket)"
+
+
+@pytest.mark.parametrize(
+    ("entry", "found"),
+    [
+        ({"baseURL": "https://h.test", "server_cert": "/b.pem"}, '"baseURL"'),
+        ({"BaseUrl": "https://h.test", "server_cert": "/b.pem"}, '"BaseUrl"'),
+        ({"baseurl": "https://h.test", "Server_Cert": "/b.pem"}, '"Server_Cert"'),
+    ],
+)
+def test_a_key_that_differs_only_in_case_gets_the_typo_hint(entry: dict[str, object], found: str) -> None:
+    """Keys are case-sensitive: "baseURL" for "baseurl" is named as the likely typo."""
+    message = only_problem(parse(document({"erp": entry})))
+    assert f"found {found}: keys are case-sensitive" in message, message
+
+
+def test_external_connections_in_another_case_gets_the_hint() -> None:
+    """The file-level required key gets the same hint."""
+    message = only_problem(parse(b'{"External_Connections": {}}'))
+    assert 'key "external_connections" is missing; found "External_Connections": keys are case-sensitive' in message
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"{ broken", "expecting a key in double quotes"),
+        (b'{ broken: 1 }', "expecting a key in double quotes"),
+        (b'{"a": 1,\n  broken: 2}', "expecting a key in double quotes"),
+        (b'{"a": }', "expecting a value (a missing value, or text without double quotes?)"),
+        (b'{"a": [1, x]}', "expecting a value (a missing value, or text without double quotes?)"),
+        (b'{"a": 1,}', "expecting a key in double quotes (a trailing comma before } ?)"),
+        (b'{"a": 1 ,\n }', "expecting a key in double quotes (a trailing comma before } ?)"),
+        (b'{"a": [1, 2,\n ]}', "expecting a value (a trailing comma before ] ?)"),
+    ],
+)
+def test_a_trailing_comma_is_suggested_only_where_there_is_one(data: bytes, reason: str) -> None:
+    """`{ broken` is not a trailing comma: the hint appears only when a comma precedes the closing bracket."""
+    message = only_problem(parse(data))
+    assert message.endswith(f"invalid JSON: {reason}"), message

@@ -381,3 +381,18 @@ def test_a_ca_certificate_presented_first_is_pointed_out(pki):
     result = run(pkigen.pem_bundle(pki.intermediate, pki.root), probe(pki.intermediate, pki.root)).result
     assert any("is a CA certificate" in note for note in result.notes)
     assert not any("is a CA certificate" in note for note in run(pki.root.pem, probe(pki.leaf)).result.notes)
+
+
+def test_a_link_only_in_an_unread_block_is_marked_so(pki):
+    """A BOM before the first block hides the intermediate from OpenSSL and the JVM: the chain drawn to
+    explain what is missing says so, in JSON and text, instead of 'from bundle' alone."""
+    from chainwarden.render import result_text
+
+    result = run(b"\xef\xbb\xbf" + pkigen.pem_bundle(pki.intermediate, pki.root), probe(pki.leaf)).result
+    assert not result.complete
+    (hidden,) = [e for e in result.chain if e.unread]
+    assert hidden.subject == pki.intermediate.cert.subject.rfc4514_string()
+    assert hidden.to_json()["unread_by_consumers"] is True
+    assert "from bundle, in a block OpenSSL and the JVM would not read" in result_text(result)
+    plain = run(pki.root.pem + pki.intermediate.pem, probe(pki.leaf)).result.to_json()
+    assert not any("unread_by_consumers" in entry for entry in plain["chain"])

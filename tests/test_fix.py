@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -26,6 +27,9 @@ from conftest import load_case, real_chain_cases, shared_data_dir
 from servers import AIAServer, Oversized, PythonTLSServer, Redirect, Slow
 
 HOST = "localhost"
+# An Azure SAS URL is a credential: its sig= query is a token. Never shown, logged or reported.
+SAS_TOKEN = "cw-sas-canary-5f3d9a1b7c"
+SAS_URL = f"https://cwacct.blob.core.windows.net/windchill?sv=2022-11-02&sp=rw&sig={SAS_TOKEN}"
 
 
 class FixSite:
@@ -47,7 +51,7 @@ class FixSite:
         self.bundle.write_bytes(pkigen.pem_bundle(self.root))
         self.json = tmp / "prod.json"
         self.source_text = (
-            '{\n  "blob_sas_url": "sas",\n  "apply_at": "2026-01-01T09:30+5:30",\n'
+            f'{{\n  "blob_sas_url": "{SAS_URL}",\n  "apply_at": "2026-01-01T09:30+5:30",\n'
             '  "weird": [1.0, 1e3, -0, null, true],\n'
             '  "external_connections": {\n    "erp": {\n'
             f'      "baseurl": "https://{HOST}:{self.server.port}",\n'
@@ -261,7 +265,8 @@ def test_a_file_no_rewrite_can_read_is_reported_not_a_crash(make_site, capsys):
 
 
 def test_shared_bundle_keeps_the_other_connections_certificates(tmp_path, capsys):
-    """Two connections share a bundle; only the broken one moves, and the other's chain stays in the new bundle."""
+    """Two connections share a bundle; the new bundle keeps the other's chain and replaces the shared one
+    for both (left on the old one, each would carry certificates the other alone uses)."""
     healthy = pkigen.three_tier(HOST, label="Shared A")
     broken = pkigen.three_tier(HOST, label="Shared B")
     (tmp_path / "roots").mkdir()
@@ -288,12 +293,14 @@ def test_shared_bundle_keeps_the_other_connections_certificates(tmp_path, capsys
         )
         code = cli_main(["fix", str(source), "--config", str(config), "--format", "json", "--write"])
         out = json.loads(capsys.readouterr().out)
-    # B's root is not "unrelated" for A while B's issuer is unknown: nothing but B is wrong, and B is fixed.
+    # B's root is not "unrelated" for A while B's issuer is unknown: nothing but B is wrong, and B is fixed;
+    # with both on the new bundle, every certificate in it is on a path of a connection using it.
     assert code == 0, out
     plan = out["files"][0]
-    assert set(plan["connections"]) == {"b"}
+    assert not plan["remaining"] and not plan["failures"] and not plan["unfixable"]
+    assert set(plan["connections"]) == {"a", "b"}
     new = json.loads(Path(plan["output"]).read_text())["external_connections"]
-    assert new["a"]["server_cert"] == str(shared) and new["b"]["server_cert"] == plan["bundles"][0]["file"]
+    assert new["a"]["server_cert"] == new["b"]["server_cert"] == plan["bundles"][0]["file"]
     subjects = [c["subject"] for c in plan["bundles"][0]["certificates"]]
     assert healthy.intermediate.cert.subject.rfc4514_string() in subjects
     assert healthy.root.cert.subject.rfc4514_string() in subjects
@@ -386,7 +393,7 @@ def test_real_chain_completed_through_intermediates_dir(site, tmp_path):
     assert not plan.failures, [f.problem for f in plan.failures]
     bundle = plan.bundles[0]
     assert bundle.certificates[-1].cert.public_bytes(Encoding.PEM) == root_pem or bundle.certificates[-1].self_issued
-    assert all(origin.startswith(("intermediates_dir:", "store:")) for _, origin in bundle.added)
+    assert all(origin.startswith(("intermediates_dir:", "trusted_roots: ")) for _, origin in bundle.added)
 
 
 def test_lets_encrypt_chain_completed_from_published_intermediates(tmp_path):
@@ -445,3 +452,318 @@ def test_newer_plan_supersedes_the_unsubmitted_one(make_site, capsys):
     assert json.loads(output.read_text())["external_connections"]["erp"]["server_cert"] == second["connections"]["erp"]
     assert len(list(site.outbox.glob("*.resubmit.json"))) == 1
     assert len(list(site.outbox.glob("*.pem"))) == 2  # the older bundle stays: a file in use is never removed
+
+
+# --------------------------------------------------------------------------------------------
+# The JSON diff: the real bytes, true line numbers, sensitive values masked in place
+
+
+def _diff_lines_are_true(diff: str, old_lines: list[str], new_lines: list[str]) -> int:
+    """Walk a unified diff: every context and removed line must be the old file's line of that number,
+    every context and added line the new file's. Returns the number of hunks."""
+    lines = diff.split("\n")
+    assert lines[-1] == "", "the diff ends with a line break"
+    lines = lines[:-1]
+    assert lines[0].startswith("--- ") and lines[1].startswith("+++ "), lines[:2]
+    hunks = 0
+    old_no = new_no = 0
+    for line in lines[2:]:
+        header = re.fullmatch(r"@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@", line)
+        if header:
+            old_no, new_no = int(header[1]), int(header[2])
+            hunks += 1
+            continue
+        tag, text = line[:1], line[1:]
+        assert tag in (" ", "-", "+"), line
+        if tag in (" ", "-"):
+            assert old_lines[old_no - 1] == text, (old_no, text)
+            old_no += 1
+        if tag in (" ", "+"):
+            assert new_lines[new_no - 1] == text, (new_no, text)
+            new_no += 1
+    return hunks
+
+
+def test_diff_compares_the_real_bytes_with_true_line_numbers_and_masks_in_place(make_site, capsys):
+    """The diff is of the source and resubmission bytes as they are (CRLF, one-line objects, number
+    spellings, far-apart changes in two hunks): each line is the file's line of that number, with
+    every value under `secrets` (nested, non-object, numbers) and `blob_sas_url` masked alike on both
+    sides, so only the real changes show; no sensitive value is anywhere in the output."""
+    site = make_site()
+    sensitive = ['"Bearer cw-canary-1"', '"cw-nested-key"', '"cw-canary-2"', "987654321", '"cw-canary-3"',
+                 json.dumps(SAS_URL)]
+    filler = "".join(f"    {n},\r\n" for n in range(12))
+    source = (
+        "{\r\n"
+        f'  "blob_sas_url": {json.dumps(SAS_URL)},\r\n'
+        '  "apply_at": "2026-01-01T09:30+5:30",\r\n'
+        '  "weird": [1.0, 1e3, -0, null, true], "compact": {"a":1,"b":[2,3]},\r\n'
+        f'  "filler": [\r\n{filler}    12\r\n  ],\r\n'
+        '  "external_connections": {\r\n'
+        '    "hr": {"baseurl": "https://hr.invalid", "server_cert": "pki/erp.pem",\r\n'
+        '           "secrets": {"nested": {"cw-nested-key": "cw-canary-2"}, "pin": 987654321}},\r\n'
+        '    "erp": {\r\n'
+        f'      "baseurl": "https://{HOST}:{site.server.port}",\r\n'
+        '      "secrets": {"bearer_token": "Bearer cw-canary-1"},\r\n'
+        '      "server_cert": "pki/erp.pem"\r\n'
+        "    },\r\n"
+        '    "crm": {"baseurl": "https://crm.invalid", "secrets": "cw-canary-3", "server_cert": "pki/erp.pem"}\r\n'
+        "  }\r\n"
+        "}\r\n"
+    )
+    site.json.write_bytes(source.encode())
+    outputs = []
+    for extra in ((), ("--write",)):
+        code = cli_main(["fix", str(site.json), "--config", str(site.config), *extra])
+        outputs.append(capsys.readouterr())
+        _, out = site.fix(capsys, *extra)
+        outputs.append(json.dumps(out))
+    plan = out["files"][0]
+    assert set(plan["connections"]) == {"erp"}, plan
+    new = Path(plan["output"]).read_bytes().decode()
+
+    def masked_lines(text):
+        for token in sensitive:
+            assert token in text
+            text = text.replace(token, '"<redacted>"')
+        return text.split("\r\n")[:-1]
+
+    assert _diff_lines_are_true(plan["diff"], masked_lines(source), masked_lines(new)) == 2
+    assert '  "weird": [1.0, 1e3, -0, null, true], "compact": {"a":1,"b":[2,3]},' in plan["diff"]
+    assert "-  \"apply_at\": \"2026-01-01T09:30+5:30\"" in plan["diff"]
+    assert '            "secrets": {"nested": {"<redacted>": "<redacted>"}, "pin": "<redacted>"}},' in plan["diff"]
+    for output in outputs:
+        text = str(output)
+        for token in sensitive + [SAS_TOKEN, "cw-canary"]:
+            assert token.strip('"') not in text, token
+    assert code in (0, 2)
+
+
+def test_mask_sensitive_masks_every_spelling_and_keeps_every_line():
+    """Every token under any connection's secrets (escaped or case-variant key, repeated, nested, not an
+    object) and every top-level blob_sas_url is masked; keys of secrets and all layout stay."""
+    from chainwarden.jsonedit import mask_sensitive, sensitive_spans
+
+    text = (
+        '\ufeff{"blob_sas_url": "sas-1", "BLOB_SAS_URL": "sas-2",\n'
+        ' "external_connections": {\n'
+        '  "a": {"secr\\u0065ts": {"token": "s-3",\n "list": ["s-4", 55555, {"deep": null}]},\n'
+        '        "secrets": {"t": "s-6"}},\n'
+        '  "b": {"Secrets": "s-7", "baseurl": "https://keep.example"},\n'
+        '  "c": ["not", "a", "connection"]\n'
+        ' },\n "other": "keep-me"}\n'
+    )
+    masked = mask_sensitive(text)
+    assert masked.count("\n") == text.count("\n")
+    for secret in ("sas-1", "sas-2", "s-3", "s-4", "55555", "deep", "null", "s-6", "s-7"):
+        assert secret not in masked.replace("<redacted>", ""), secret
+    for kept in ('"token"', '"list"', '"t"', "https://keep.example", '"not"', "keep-me", "secr\\u0065ts"):
+        assert kept in masked, kept
+    decoded = json.loads(masked.removeprefix("\ufeff"))
+    assert decoded["blob_sas_url"] == decoded["BLOB_SAS_URL"] == "<redacted>"
+    assert decoded["external_connections"]["a"]["secrets"] == {"t": "<redacted>"}  # the last repeat wins
+    assert len(sensitive_spans(text)) == 9
+    with pytest.raises(ValueError):
+        sensitive_spans("[1, 2]")
+
+
+def test_sas_url_never_in_check_or_fix_output_or_logs(make_site, capsys, caplog):
+    """blob_sas_url's value (repeated, so that key is also reported as a duplicate) never appears in
+    check or fix output, text or JSON, dry run or --write, nor in any log record at debug level,
+    nor in the daemon's log or metrics (regenerating, at debug level)."""
+    import logging
+
+    site = make_site()
+    site.json.write_text(site.source_text.replace("{\n", "{\n" + f'  "blob_sas_url": "{SAS_URL}x",\n', 1))
+    from daemonproc import DaemonProcess, free_port
+
+    config = site.config.read_text()
+    site.config.write_text(
+        f'[watch]\nconnections = ["{site.json}"]\n[log]\nlevel = "debug"\n'
+        f'[metrics]\nlisten = "127.0.0.1:{free_port()}"\n'
+        + config.replace("[regenerate]\n", "[regenerate]\nenabled = true\n")
+    )
+    with DaemonProcess(site.config) as daemon:
+        daemon.wait_value(
+            "chainwarden_bundle_regenerations_total", 1.0, file=str(site.json), connection="erp", outcome="written"
+        )
+        scrape = daemon.scrape()
+    assert "DEBUG" in daemon.log and "resubmission" in daemon.log
+    daemon_output = daemon.log + scrape
+    site.config.write_text(config)
+    for stale in site.outbox.iterdir():
+        stale.unlink()
+    caplog.set_level(logging.DEBUG)
+    seen = []
+    for command in ("check", "fix"):
+        for extra in ((), ("--format", "json"), ("--write",), ("--write", "--format", "json")):
+            if command == "check" and "--write" in extra:
+                extra = (*[e for e in extra if e != "--write"], "--offline")
+            code = cli_main([command, str(site.json), "--config", str(site.config), *extra])
+            captured = capsys.readouterr()
+            seen.append((command, extra, code, captured.out + captured.err))
+    assert any('"blob_sas_url": duplicate key' in text for *_, text in seen)  # the error path was taken
+    assert any("<redacted>" in text for command, _, _, text in seen if command == "fix")
+    assert any("resubmission" in r.getMessage() and "written" in r.getMessage() for r in caplog.records)
+    seen.append(("daemon", (), 0, daemon_output))
+    seen.append(("logs", (), 0, "\n".join(r.getMessage() for r in caplog.records)))
+    for command, extra, code, text in seen:
+        assert code in (0, 1, 2), (command, extra, text)
+        assert SAS_TOKEN not in text and "cwacct.blob" not in text, (command, extra)
+
+
+# --------------------------------------------------------------------------------------------
+# Where a root was admitted from, and why none could be
+
+
+def _presenting_site(tmp_path, *, regenerate_roots: str | None, label="Presented"):
+    """The endpoint presents leaf, intermediate and root; the bundle holds only the intermediate;
+    [verify] trusted_roots (check's) holds the root."""
+    pki = pkigen.three_tier(HOST, label=label)
+    (tmp_path / "verify-roots").mkdir()
+    (tmp_path / "verify-roots" / "root.pem").write_bytes(pki.root.pem)
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(pki.intermediate.pem)
+    server = PythonTLSServer.from_issued(pki.leaf, pki.intermediate, pki.root)
+    source = tmp_path / "prod.json"
+    connection = {"baseurl": f"https://{HOST}:{server.port}", "server_cert": str(bundle)}
+    source.write_text(json.dumps({"external_connections": {"erp": connection}}, indent=2))
+    config = tmp_path / "cw.toml"
+    regenerate = f'trusted_roots = "{regenerate_roots}"\n' if regenerate_roots else ""
+    config.write_text(
+        f'[state]\ndir = "{tmp_path / "state"}"\n[verify]\ntimeout = "5s"\n'
+        f'trusted_roots = "{tmp_path / "verify-roots"}"\n'
+        f'[regenerate]\n{regenerate}outbox = "{tmp_path / "outbox"}"\n'
+    )
+    return pki, server, source, config
+
+
+def test_a_root_also_presented_is_labelled_by_the_store_it_was_admitted_from(tmp_path, capsys):
+    """The root is in [regenerate] trusted_roots and the endpoint presents it too: it was admitted from
+    the store, and both text and JSON say so; "endpoint" is never a root's origin."""
+    roots = tmp_path / "roots"
+    roots.mkdir()
+    pki, server, source, config = _presenting_site(tmp_path, regenerate_roots=str(roots))
+    (roots / "root.pem").write_bytes(pki.root.pem)
+    with server:
+        code = cli_main(["fix", str(source), "--config", str(config), "--format", "json"])
+        out = json.loads(capsys.readouterr().out)
+        cli_main(["fix", str(source), "--config", str(config)])
+        text = capsys.readouterr().out
+    assert code == 0, out
+    root_subject = pki.root.cert.subject.rfc4514_string()
+    assert out["files"][0]["bundles"][0]["added"] == [
+        {"subject": root_subject, "origin": f"trusted_roots: the root directory {roots}"}
+    ]
+    (root_line,) = [line for line in text.splitlines() if line.strip().startswith(root_subject)]
+    assert root_line.endswith(f"+ added from trusted_roots: the root directory {roots}"), root_line
+    assert "added from endpoint" not in text
+
+
+@pytest.mark.parametrize("store", ["certifi", "folder"])
+def test_no_root_says_which_store_was_searched_what_was_presented_and_what_to_set(tmp_path, capsys, store):
+    """No trusted root: the message names the store fix searched (certifi's by default, else the
+    configured folder), the root the endpoint presented that is not in it, and the setting to
+    change ([regenerate] trusted_roots, not check's [verify] trusted_roots, which holds the root)."""
+    folder = tmp_path / "roots"
+    folder.mkdir()
+    (folder / "other.pem").write_bytes(pkigen.make_root("Some Other Root").pem)
+    configured = str(folder) if store == "folder" else None
+    pki, server, source, config = _presenting_site(tmp_path, regenerate_roots=configured)
+    with server:
+        code = cli_main(["check", str(source), "--config", str(config), "--format", "json"])
+        capsys.readouterr()
+        assert code == 2  # the bundle lacks its root, whichever store check uses
+        code = cli_main(["fix", str(source), "--config", str(config), "--format", "json"])
+        out = json.loads(capsys.readouterr().out)
+    assert code == 2
+    (failure,) = out["files"][0]["failures"]
+    message = failure["message"]
+    searched = "Mozilla's root store (certifi)" if store == "certifi" else f"the root directory {folder}"
+    assert f"the trusted root store searched, {searched}" in message, message
+    root_subject = pki.root.cert.subject.rfc4514_string()
+    assert f"the endpoint presented the root {root_subject}, which is not in that store" in message, message
+    assert f"the chain stops at {pki.intermediate.cert.subject.rfc4514_string()}" in message, message
+    assert "set [regenerate] trusted_roots" in message and "[verify] trusted_roots only serves" in message
+    assert "no path to a root in the bundle or the trusted root store" not in message
+
+
+# --------------------------------------------------------------------------------------------
+# Exit codes: the connections as they will be once the planned bundles are in place
+
+
+def test_exit_code_is_what_remains_once_the_planned_bundles_are_in_place(tmp_path, capsys):
+    """A fixable connection whose leaf expires within warn_days: once its new bundle is in place a
+    warning remains, so fix exits 1, dry run and --write alike, and says what remains. A write that
+    fails leaves it broken: 2."""
+    root = pkigen.make_root("Soon Root")
+    inter = pkigen.make_intermediate("Soon Issuing CA", root)
+    leaf = pkigen.make_leaf([HOST], inter, not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=10))
+    (tmp_path / "inter").mkdir()
+    (tmp_path / "inter" / "i.pem").write_bytes(inter.pem)
+    (tmp_path / "roots").mkdir()
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(root.pem)
+    with PythonTLSServer.from_issued(leaf) as server:
+        source = tmp_path / "prod.json"
+        connection = {"baseurl": f"https://{HOST}:{server.port}", "server_cert": str(bundle)}
+        source.write_text(json.dumps({"external_connections": {"erp": connection}}, indent=2))
+        config = tmp_path / "cw.toml"
+        config.write_text(
+            f'[state]\ndir = "{tmp_path / "state"}"\n[regenerate]\ntrusted_roots = "{tmp_path / "roots"}"\n'
+            f'intermediates_dir = "{tmp_path / "inter"}"\noutbox = "{tmp_path / "out"}"\n'
+        )
+        args = ["fix", str(source), "--config", str(config)]
+        codes = {}
+        for name, extra in {"dry": (), "dry json": ("--format", "json"), "write": ("--write",)}.items():
+            codes[name] = cli_main([*args, *extra])
+            captured = capsys.readouterr().out
+            if name == "dry json":
+                plan = json.loads(captured)["files"][0]
+            if name == "dry":
+                text = captured
+        (tmp_path / "blocked").write_text("a file where the outbox folder should be")
+        codes["write fails"] = cli_main([*args, "--write", "--outbox", str(tmp_path / "blocked")])
+        failed = capsys.readouterr().out
+    assert codes == {"dry": 1, "dry json": 1, "write": 1, "write fails": 2}, codes
+    assert set(plan["connections"]) == {"erp"} and not plan["failures"]
+    assert [(r["connection"], r["code"]) for r in plan["remaining"]] == [("erp", "expiring_soon")]
+    assert "  remains: warning expiring_soon (erp)" in text.splitlines()
+    assert text.splitlines()[-1] == "once these bundles are in place: 1 connection: 0 ok, 1 warning, 0 errors"
+    assert "writing failed" in failed.splitlines()[-1]
+
+
+def test_fix_offline_keeps_endpoint_not_verified_as_a_remaining_warning(make_site, capsys):
+    """--offline: the fixable connection is fixed from its cached chain; a healthy one without a cached
+    or bundled leaf keeps endpoint_not_verified, a warning, so fix exits 1 as check --offline does,
+    and says why."""
+    site = make_site()
+    ChainCache(site.tmp / "state" / "chains").store(HOST, site.server.port, (site.leaf.cert,))
+    (site.tmp / "pki" / "crm.pem").write_bytes(pkigen.pem_bundle(site.inter, site.root))
+    site.json.write_text(
+        site.source_text.replace(
+            '\n  }\n}', ',\n    "crm": {"baseurl": "https://crm.invalid", "server_cert": "pki/crm.pem"}\n  }\n}'
+        )
+    )
+    code, out = site.fix(capsys, "--offline")
+    plan = out["files"][0]
+    assert code == 1, out
+    assert set(plan["connections"]) == {"erp"} and not plan["failures"] and not plan["unfixable"]
+    assert {(r["connection"], r["code"]) for r in plan["remaining"]} == {("crm", "endpoint_not_verified")}
+    check = cli_main(["check", str(site.json), "--offline", "--config", str(site.config), "--connection", "crm"])
+    capsys.readouterr()
+    assert check == 1
+
+
+def test_fix_exit_codes_are_documented_as_implemented(capsys):
+    """README's fix section and `fix --help` state the rule the code follows, not "as check"."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    fix_section = readme[readme.index("### `fix`") : readme.index("## Running the daemon")]
+    assert "Exit codes\n  as `check`" not in fix_section
+    assert cli_main(["fix", "--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    section = " ".join(fix_section.split())
+    for phrase in ("once the planned bundles are in place", "with or without --write", "warnings remain",
+                   "a fix that failed (fix_failed)", "a write that failed", "endpoint_not_verified"):
+        assert phrase in help_text, phrase
+        assert phrase in section.replace("**", "").replace("`", ""), phrase

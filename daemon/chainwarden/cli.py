@@ -67,6 +67,27 @@ def _where_it_failed(exc: BaseException) -> str:
 
 
 OFFLINE_HELP = "do not probe endpoints (use the daemon's cached chains, else leaves in bundles)"
+CHECK_EXIT = """\
+exit status (Nagios):
+  0  every connection ok
+  1  warnings only
+  2  at least one error; a connection file that is missing, unreadable or not valid JSON
+     counts here too: it is a located connection_invalid result in the report
+  3  the command itself could not run: usage (a bad option, a --connection NAME that no
+     file has), an unreadable configuration, an internal error"""
+FIX_EXIT = """\
+exit status: what the connections will be once the planned bundles are in place, with or
+without --write (each connection a bundle moves is verified again with its new bundle,
+against the endpoint chains this run used):
+  0  every connection ok
+  1  warnings remain (fix leaves warnings such as wrong_order to the operator; each is
+     listed as "remains"); with --offline, a connection without a cached or bundled leaf
+     keeps endpoint_not_verified, a warning, as with check --offline
+  2  something stays broken: a connection no bundle can mend ("not fixable by a bundle"),
+     a fix that failed (fix_failed), a connection file with errors of its own (missing,
+     unreadable, invalid JSON), or, with --write, a write that failed
+  3  the command itself could not run: usage (a bad option, a --connection NAME that no
+     file has), an unreadable configuration, an internal error"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,12 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"chainwarden {__version__}")
     sub = parser.add_subparsers(dest="command")
 
-    def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    def add(name: str, help_text: str, epilog: str | None = None) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.add_argument("--config", metavar="FILE", help="the daemon's TOML configuration (defaults without it)")
         return p
 
-    check = add("check", "verify connection bundles (or one bundle) against the endpoint's chain")
+    check = add("check", "verify connection bundles (or one bundle) against the endpoint's chain", CHECK_EXIT)
     check.add_argument("files", nargs="*", metavar="CONNECTIONS.json")
     check.add_argument("--connection", metavar="NAME", help="only this connection")
     check.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
@@ -93,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--format", choices=("text", "json"), default="text")
     check.set_defaults(handler=_cmd_check)
 
-    fix = add("fix", "complete bundles and write a resubmission JSON with a bumped apply_at")
+    fix = add("fix", "complete bundles and write a resubmission JSON with a bumped apply_at", FIX_EXIT)
     fix.add_argument("files", nargs="+", metavar="CONNECTIONS.json")
     fix.add_argument("--connection", metavar="NAME")
     fix.add_argument("--outbox", metavar="DIR", help="where to write (default: [regenerate] outbox)")

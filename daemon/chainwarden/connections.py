@@ -238,7 +238,7 @@ def _load(text: str, where: str) -> tuple[Any, bool]:
         if error.pos >= len(text.rstrip()):
             reason = "the file ends in the middle of the document (cut short, or a closing } or ] missing)"
         else:
-            reason = _json_reason(error.msg)
+            reason = _json_reason(error.msg, text, error.pos)
         raise _Unusable(f"{where}: line {error.lineno}, column {error.colno}: invalid JSON: {reason}") from None
     except _ConstantError as error:
         raise _Unusable(f"{where}: invalid JSON: {error}") from None
@@ -616,18 +616,31 @@ def _bad_apply_at(message: str) -> Problem:
     return Problem(Code.APPLY_AT_INVALID, Severity.ERROR, message)
 
 
-def _json_reason(message: str) -> str:
-    """Python's JSON messages, completed where they read oddly without their position."""
+def _json_reason(message: str, text: str, pos: int) -> str:
+    """Python's JSON messages, completed where they read oddly without their position. A trailing
+    comma is suggested only where there is one: a comma right before the closing bracket."""
     if message.startswith("Unterminated string starting at"):
         return "a string starts here and is never closed"
+    before = text[:pos].rstrip(" \t\n\r")[-1:]
+    here = text[pos : pos + 1]
     if message == "Expecting property name enclosed in double quotes":
-        return "expecting a key in double quotes (a trailing comma before } ?)"
+        if before == "," and here == "}":
+            return "expecting a key in double quotes (a trailing comma before } ?)"
+        return "expecting a key in double quotes"
     if message == "Expecting value":
-        return "expecting a value (a trailing comma before ] , or a missing value?)"
+        if before == "," and here in ("]", "}"):
+            return f"expecting a value (a trailing comma before {here} ?)"
+        return "expecting a value (a missing value, or text without double quotes?)"
     return message
 
 
 def _near(wanted: str, mapping: dict[str, Any]) -> str:
-    """ "; found "server_certs": a typo?" when a present key is close to a missing required one."""
-    close = difflib.get_close_matches(wanted, [k for k in mapping if isinstance(k, str)], n=1, cutoff=0.75)
-    return f"; found {_quote(close[0])}: a typo?" if close else ""
+    """ "; found "server_certs": a typo?" when a present key is close to a missing required one,
+    including one that differs only in case ("baseURL" for "baseurl": keys are case-sensitive)."""
+    keys = [k for k in mapping if isinstance(k, str)]
+    same_but_case = [k for k in keys if k.casefold() == wanted.casefold()]
+    if same_but_case:
+        return f"; found {_quote(same_but_case[0])}: keys are case-sensitive, a typo for {_quote(wanted)}?"
+    folded = {k.casefold(): k for k in reversed(keys)}
+    close = difflib.get_close_matches(wanted.casefold(), list(folded), n=1, cutoff=0.75)
+    return f"; found {_quote(folded[close[0]])}: a typo?" if close else ""

@@ -457,6 +457,8 @@ def _entry(link: Link, index: int, length: int, has_leaf: bool) -> ChainEntry:
         role = Role.LEAF
     else:
         role = Role.INTERMEDIATE
+    if link.hidden:
+        return replace(_new_chain_entry(link.cert, role, link.source), unread=True)
     return _chain_entry(link.cert, role, link.source)
 
 

@@ -6,21 +6,35 @@ import argparse
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
 
 from .aia import FetchPolicy, IntermediateFinder
-from .checker import ChainLookup, evaluate_pass, presented_chains, read_inputs, selected
+from .bundle import BundleReading, read_bundle_bytes, read_bundle_file
+from .checker import (
+    ChainLookup,
+    LazyBundles,
+    PassInputs,
+    ProbeKey,
+    evaluate_pass,
+    presented_chains,
+    read_inputs,
+    selected,
+)
 from .config import Config
 from .connections import MAX_CONNECTION_JSON_BYTES
 from .engine import Presented
 from .fixer import FilePlan, IssuerFinder, needs_fix, plan_file
 from .outbox import OutboxError, output_json_path, remember_source, write_plan
 from .regularfile import read_regular
-from .report import Result, iso_utc
+from .render import plural
+from .report import Result, Severity, Verdict, iso_utc, overall_exit_code
 from .roots import load_root_store
+
+NAMES_SHOWN = 5
 
 
 def issuer_finder(config: Config) -> IssuerFinder:
@@ -41,7 +55,8 @@ def build_plans(
     connection: str | None,
     offline: bool,
     outbox: str,
-) -> tuple[list[FilePlan], list[Result]]:
+) -> tuple[list[FilePlan], list[Result], list[Result]]:
+    """(plans, the results as the connections are now, the results once the planned bundles are in place)."""
     from .cli import UsageError
 
     inputs = read_inputs(files, now=now)
@@ -83,13 +98,58 @@ def build_plans(
                 only=connection,
             )
         )
-    return plans, results
+    after = results_after(plans, results, inputs, presented, now, config, outbox=outbox, connection=connection)
+    return plans, results, after
+
+
+def results_after(
+    plans: list[FilePlan],
+    results: list[Result],
+    inputs: PassInputs,
+    presented: Mapping[ProbeKey, Presented],
+    now: datetime,
+    config: Config,
+    *,
+    outbox: str,
+    connection: str | None,
+) -> list[Result]:
+    """The results as they will be once the planned bundles are in place: every connection a plan moves
+    to a new bundle, and every connection sharing a bundle with one (whether a certificate is unrelated
+    depends on who uses the bundle), is verified again against the same endpoint chains; the rest, and
+    the connection files' own results, stay as they are."""
+    moved: dict[tuple[str, str], str] = {}
+    readings: dict[str, BundleReading] = {}
+    for plan in plans:
+        for bundle in plan.bundles:
+            path = os.path.join(outbox, bundle.file_name)
+            readings[path] = read_bundle_bytes(bundle.content, path)
+            moved.update({(plan.source, name): path for name in bundle.connections if name in plan.server_certs})
+    if not moved:
+        return results
+    files = []
+    affected = set(readings)
+    for connection_file in inputs.files:
+        connections = []
+        for conn in connection_file.connections:
+            new_path = moved.get((conn.file, conn.name))
+            if new_path is not None:
+                affected.add(conn.server_cert_path)
+                conn = replace(conn, server_cert_path=new_path)
+            connections.append(conn)
+        files.append(replace(connection_file, connections=tuple(connections)))
+    only = {(c.file, c.name) for f in files for c in f.connections if c.server_cert_path in affected}
+    bundles = LazyBundles(read_bundle_file)
+    bundles.update(inputs.bundles)
+    bundles.update(readings)
+    again = evaluate_pass(PassInputs(files, bundles), presented, now, config, connection_name=connection, only=only)
+    by_key = {(r.file, r.connection): r for r in again}
+    return [by_key.get((r.file, r.connection), r) if r.connection is not None else r for r in results]
 
 
 def run_fix(args: argparse.Namespace, config: Config) -> int:
     now = datetime.now(UTC)
     outbox = os.path.abspath(args.outbox or config.outbox)
-    plans, results = build_plans(
+    plans, results, after = build_plans(
         args.files, config, now=now, connection=args.connection, offline=args.offline, outbox=outbox
     )
     outputs = []
@@ -97,6 +157,7 @@ def run_fix(args: argparse.Namespace, config: Config) -> int:
     for plan in plans:
         entry = _plan_json(plan, outbox)
         entry["unfixable"] = _unfixable(plan, results)
+        entry["remaining"] = _remaining(plan, after)
         if args.write and plan.changes:
             try:
                 outcome = write_plan(plan, outbox)
@@ -110,8 +171,8 @@ def run_fix(args: argparse.Namespace, config: Config) -> int:
     if args.format == "json":
         print(json.dumps({"files": outputs}, indent=2))
     else:
-        print(_text(outputs, plans, outbox, args.write), end="")
-    return _exit_code(plans, results, write_failed)
+        print(_text(outputs, plans, outbox, args.write, after, write_failed), end="")
+    return _exit_code(plans, after, write_failed)
 
 
 def _unfixable(plan: FilePlan, results: list[Result]) -> list[dict[str, str]]:
@@ -134,16 +195,35 @@ def _unfixable(plan: FilePlan, results: list[Result]) -> list[dict[str, str]]:
     return out
 
 
-def _exit_code(plans: list[FilePlan], results: list[Result], write_failed: bool) -> int:
+def _remaining(plan: FilePlan, after: list[Result]) -> list[dict[str, str | None]]:
+    """What is still wrong once the planned bundles are in place, beyond what `failures` and
+    `unfixable` list: every warning (fix leaves warnings to the operator), and any error left on a
+    connection the plan moves to a new bundle."""
+    out: list[dict[str, str | None]] = []
+    for result in after:
+        if result.file != plan.source:
+            continue
+        moved = result.connection in plan.server_certs
+        for problem in result.problems:
+            if problem.severity is Severity.WARNING or (moved and problem.severity is Severity.ERROR):
+                out.append(
+                    {
+                        "connection": result.connection,
+                        "severity": problem.severity.value,
+                        "code": problem.code.value,
+                        "message": problem.message,
+                    }
+                )
+    return out
+
+
+def _exit_code(plans: list[FilePlan], after: list[Result], write_failed: bool) -> int:
+    """What the connections will be once the planned bundles are in place (written or not): 2 when
+    something stays broken (not fixable by a bundle, a fix failed, a write failed), 1 when warnings
+    remain, else 0."""
     if write_failed or any(p.failures for p in plans):
         return 2
-    fixed = {(p.source, name) for p in plans for name in p.server_certs}
-    remaining = [r for r in results if (r.file, r.connection) not in fixed]
-    if any(r.verdict.value == "error" for r in remaining):
-        return 2
-    if any(r.verdict.value == "warning" for r in remaining):
-        return 1
-    return 0
+    return overall_exit_code(after)
 
 
 def _plan_json(plan: FilePlan, outbox: str) -> dict[str, object]:
@@ -174,7 +254,14 @@ def _plan_json(plan: FilePlan, outbox: str) -> dict[str, object]:
     }
 
 
-def _text(outputs: list[dict[str, object]], plans: list[FilePlan], outbox: str, write: bool) -> str:
+def _text(
+    outputs: list[dict[str, object]],
+    plans: list[FilePlan],
+    outbox: str,
+    write: bool,
+    after: list[Result],
+    write_failed: bool,
+) -> str:
     lines: list[str] = []
     for entry, plan in zip(outputs, plans, strict=True):
         lines.append(f"{plan.source}:")
@@ -186,6 +273,7 @@ def _text(outputs: list[dict[str, object]], plans: list[FilePlan], outbox: str, 
             lines.append(f"  not fixable by a bundle: {item['connection']}: {item['reason']}")
         if not plan.changes:
             lines.append("  nothing to change" if not plan.failures else "  nothing written for this file")
+            lines.extend(_remaining_text(entry.get("remaining")))
             continue
         for bundle in plan.bundles:
             lines.append(
@@ -204,11 +292,44 @@ def _text(outputs: list[dict[str, object]], plans: list[FilePlan], outbox: str, 
                 "  note: the source's apply_at is later than the new one: this moves the rollout earlier; "
                 "edit apply_at in the resubmission if the planned window matters"
             )
-        lines.extend("    " + line for line in str(entry["diff"]).splitlines())
+        lines.extend("    " + line for line in str(entry["diff"]).split("\n")[:-1])
         if "error" in entry:
             lines.append(f"  error   {entry['error']}")
         elif write:
             lines.append("  written" if entry.get("written") else "  already in the outbox: nothing written")
+        lines.extend(_remaining_text(entry.get("remaining")))
     if not write and any(p.changes for p in plans):
         lines.append("dry run: nothing written; add --write to write these files")
+    summary = _after_summary(after, any(p.changes for p in plans))
+    lines.append(summary + ("; but writing failed (the error is above)" if write_failed else ""))
     return "\n".join(lines) + "\n"
+
+
+def _remaining_text(remaining: object) -> list[str]:
+    """One line per severity and code: "  remains: warning wrong_order (erp, crm)"."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for item in remaining if isinstance(remaining, list) else []:
+        grouped.setdefault((item["severity"], item["code"]), []).append(item["connection"] or "(file)")
+    lines = []
+    for (severity, code), names in grouped.items():
+        names = list(dict.fromkeys(names))
+        shown = ", ".join(names[:NAMES_SHOWN])
+        if len(names) > NAMES_SHOWN:
+            shown += f" and {len(names) - NAMES_SHOWN} more"
+        lines.append(f"  remains: {severity} {code} ({shown})")
+    return lines
+
+
+def _after_summary(after: list[Result], changes: bool) -> str:
+    """The verdicts the exit code stands for."""
+    checked = [r for r in after if r.connection is not None]
+    counts = {v: sum(1 for r in checked if r.verdict is v) for v in Verdict}
+    files = sum(1 for r in after if r.connection is None and r.verdict is not Verdict.OK)
+    summary = (
+        f"{'once these bundles are in place' if changes else 'as things are'}: "
+        f"{plural(len(checked), 'connection')}: {counts[Verdict.OK]} ok, "
+        f"{plural(counts[Verdict.WARNING], 'warning')}, {plural(counts[Verdict.ERROR], 'error')}"
+    )
+    if files:
+        summary += f"; {plural(files, 'connection file')} with problems of {'its' if files == 1 else 'their'} own"
+    return summary

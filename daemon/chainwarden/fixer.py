@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,7 +22,7 @@ from .certinfo import CertInfo, describe
 from .chain import Link, Pool, find_paths, is_self_signed
 from .connections import Connection, ConnectionFile, format_apply_at
 from .engine import Presented
-from .jsonedit import rewrite_connection_json
+from .jsonedit import mask_sensitive, rewrite_connection_json
 from .pathcheck import hostname_problems, validity_problems
 from .report import Code, Problem, Result, Severity, Source
 from .roots import RootStore
@@ -92,25 +93,32 @@ class FilePlan:
         return self.new_json is not None
 
     def json_diff(self, output_name: str) -> str:
-        """A readable diff of the two documents with every `secrets` value masked (context lines included)."""
+        """A unified diff of the real source bytes and the real new bytes, line numbers as in the files,
+        with every sensitive value (under `secrets`, and `blob_sas_url`) masked in place on both sides."""
         if self.new_json is None:
             return ""
-        old = _redacted_lines(self.source_bytes)
-        new = _redacted_lines(self.new_json)
-        return "".join(difflib.unified_diff(old, new, self.source, output_name))
+        try:
+            old = _masked_lines(self.source_bytes)
+            new = _masked_lines(self.new_json)
+        except ValueError:  # never the unmasked text: only say that there is no diff to show
+            return "(the JSON diff cannot be shown with its secrets masked)\n"
+        lines = difflib.unified_diff(old, new, self.source, output_name, lineterm="")
+        return "".join(line + "\n" for line in lines)
 
 
-def _redacted_lines(document: bytes) -> list[str]:
+# Line breaks as editors count them (a JSON string can hold U+2028 or U+0085 raw: no line break).
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _masked_lines(document: bytes) -> list[str]:
+    """The document's lines, without their line breaks, sensitive values masked; ValueError when it is
+    not UTF-8 JSON that can be masked."""
     try:
-        data = json.loads(document.decode("utf-8-sig"))
-    except ValueError:
-        return ["<not valid JSON>\n"]
-    connections = data.get("external_connections") if isinstance(data, dict) else None
-    if isinstance(connections, dict):
-        for entry in connections.values():
-            if isinstance(entry, dict) and isinstance(entry.get("secrets"), dict):
-                entry["secrets"] = {key: "<redacted>" for key in entry["secrets"]}
-    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").splitlines(keepends=True)
+        text = document.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8") from None
+    lines = _LINE_BREAK.split(mask_sensitive(text).removeprefix("\ufeff"))
+    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 def needs_fix(result: Result) -> bool:
@@ -163,13 +171,16 @@ def complete_connection(
     links = [Link(c, Source.BUNDLE) for c in bundle_certs]
     links += [Link(c, Source.STORE) for c in store.roots]
     links += [Link(c, Source.ENDPOINT) for c in extras if not c.self_issued]
+    # Where each certificate is admitted from. A root only ever enters from the bundle or the store,
+    # so a root the endpoint also presents is labelled by the store it was admitted from.
     origins: dict[str, str] = {c.sha256: "bundle" for c in bundle_certs}
-    origins.update({c.sha256: "endpoint" for c in extras if c.sha256 not in origins})
     for root in store.roots:
-        origins.setdefault(root.sha256, f"store: {store.name}")
+        origins.setdefault(root.sha256, store_origin(store))
+    origins.update({c.sha256: "endpoint" for c in extras if c.sha256 not in origins and not c.self_issued})
     fetch_errors: list[str] = []
     ignored_roots: list[str] = []
     last_failure = ""
+    tops: dict[str, CertInfo] = {}
     for _ in range(MAX_FETCH_ROUNDS + 1):
         search = find_paths(Link(start, Source.ENDPOINT), Pool(links))
         valid = []
@@ -209,16 +220,69 @@ def complete_connection(
                 added = True
         if not added:
             break
-    reasons = []
     if last_failure:
-        reasons.append(f"the only complete path is invalid: {last_failure}")
-    if ignored_roots:
-        reasons.append("a root was offered by AIA but is not trusted: " + "; ".join(ignored_roots))
+        why = f"the only complete path is invalid: {last_failure}"
+        if fetch_errors:
+            why += "; fetching failed: " + "; ".join(dict.fromkeys(fetch_errors))
+        return Completion(conn.name, problem=_fail(conn, why))
+    known = {c.sha256 for c in bundle_certs} | {r.sha256 for r in store.roots}
+    wanted = {top.issuer_key for top in tops.values()}
+    presented_roots = [
+        c for c in extras if c.self_issued and c.sha256 not in known and (not wanted or c.subject_key in wanted)
+    ]
+    why = _no_root_reason(list(tops.values()), presented_roots, ignored_roots, fetch_errors, store)
+    return Completion(conn.name, problem=_fail(conn, why))
+
+
+def store_origin(store: RootStore) -> str:
+    """The origin of a root admitted from the trusted root store: the setting and what it names."""
+    return f"trusted_roots: {store.name}"
+
+
+def _no_root_reason(
+    tops: Sequence[CertInfo],
+    presented_roots: Sequence[CertInfo],
+    ignored_roots: Sequence[str],
+    fetch_errors: Sequence[str],
+    store: RootStore,
+) -> str:
+    """Why no path reaches a trusted root, and what to change: the store searched, a root the endpoint
+    (or AIA) offered that is not in it, and the setting that names the store fix uses."""
+    searched = store.name
+    if store.errors:
+        searched += " (unreadable: " + "; ".join(store.errors[:3]) + ")"
+    elif not store.roots:
+        searched += " (no root certificate in it)"
+    places = (
+        "among the certificates fix may use (the bundle, intermediates presented by the endpoint, in "
+        f"[regenerate] intermediates_dir or fetched by AIA, and the trusted root store searched, {searched})"
+    )
+    if not tops:
+        where = f"the chain's issuers are not {places}"
+    elif len(tops) == 1:
+        where = f"the chain stops at {tops[0].subject}: its issuer {tops[0].issuer} is not {places}"
+    else:
+        ends = " and ".join(f"{top.subject} (issuer {top.issuer})" for top in tops[:3])
+        where = f"the chain stops at {ends}: no issuer of them is {places}"
+    reasons = [f"no path to a trusted root: {where}"]
+    offered = [f"the endpoint presented the root {r.subject}, which is not in that store" for r in presented_roots]
+    offered += [f"a root was offered by AIA but is not trusted: {r}, not in that store" for r in ignored_roots]
+    if offered:
+        reasons.append("; ".join(offered) + " (a root is never taken from the endpoint or AIA)")
     if fetch_errors:
         reasons.append("fetching failed: " + "; ".join(dict.fromkeys(fetch_errors)))
-    if not reasons:
-        reasons.append("no path to a root in the bundle or the trusted root store")
-    return Completion(conn.name, problem=_fail(conn, "; ".join(reasons)))
+    setting = (
+        "add the root to the bundle or set [regenerate] trusted_roots (used by fix and the daemon's "
+        "regeneration; [verify] trusted_roots only serves verification) to a PEM file or folder holding it"
+    )
+    if offered:
+        reasons.append(f"if you trust it, {setting}")
+    else:
+        reasons.append(
+            "if the missing issuer is an intermediate, put it in [regenerate] intermediates_dir; "
+            f"if it is a root you trust, {setting}"
+        )
+    return "; ".join(reasons)
 
 
 def _fail(conn: Connection, why: str) -> Problem:
@@ -345,8 +409,14 @@ def plan_file(
         plan = compose_bundle(bundle_path, bundles[bundle_path], paths, now, include_leaf=include_leaf)
         plans.append(plan)
         target = os.path.join(outbox, plan.file_name)
+        # The new bundle replaces the shared one for every connection whose whole path it is known to
+        # carry (left behind, each would see the others' certificates as unrelated); not for one whose
+        # leaf is unknown, whose needs only the old bundle surely meets; --connection moves only its own.
+        moved = set(fixed)
+        if only is None:
+            moved |= {conn.name for conn in conns if _verified_complete(by_name.get(conn.name))}
         for conn in conns:
-            if conn.name in fixed:
+            if conn.name in moved:
                 relative = not os.path.isabs(conn.server_cert)
                 server_certs[conn.name] = (
                     os.path.relpath(target, os.path.dirname(output_json)) if relative else os.path.abspath(target)
@@ -418,6 +488,11 @@ def _plain_server_certs(source_bytes: bytes) -> dict[str, str]:
         for name, value in table.items()
         if isinstance(value, dict) and isinstance(value.get("server_cert"), str) and value["server_cert"]
     }
+
+
+def _verified_complete(result: Result | None) -> bool:
+    """A connection whose leaf is known and whose bundle carries it to a root."""
+    return result is not None and result.complete and result.structure_sound is None
 
 
 def _current_path(result: Result | None, reading: BundleReading) -> tuple[CertInfo, ...]:

@@ -71,6 +71,72 @@ def locate_values(text: str) -> tuple[Span | None, dict[str, Span]]:
     return layout.apply_at, dict(layout.server_certs)
 
 
+# Top-level keys whose values are credentials (an Azure SAS URL's sig= query is a token).
+SENSITIVE_TOP_LEVEL_KEYS = frozenset({"blob_sas_url"})
+MASK = '"<redacted>"'
+
+
+def sensitive_spans(text: str) -> list[Span]:
+    """Every scalar token (string, number, true, false, null) of a sensitive value, in document order:
+    each value under any connection's "secrets" object (the secrets' own key names stay visible; a
+    "secrets" that is not an object is masked whole) and the top-level "blob_sas_url" value. Keys match
+    case-insensitively and repeated keys all count, so no spelling of a key lets its value through.
+    Only tokens are listed, never the whitespace between them: masking keeps every line break.
+
+    Raises ValueError when the text is not a JSON object the tokenizer can walk.
+    """
+    start = _skip_whitespace(text, 1 if text.startswith("\ufeff") else 0)
+    if _char(text, start) != "{":
+        raise ValueError("the top level of the connection JSON is not an object")
+    spans: list[Span] = []
+    for member in _members(text, start):
+        key = member.key.casefold()
+        if key in SENSITIVE_TOP_LEVEL_KEYS:
+            spans += _scalar_tokens(text, member.value_span)
+        elif key == "external_connections":
+            for connection in _objects_members(text, member.value_span):
+                for field in _objects_members(text, connection.value_span):
+                    if field.key.casefold() != "secrets":
+                        continue
+                    if _char(text, field.value_span.start) == "{":
+                        for secret in _members(text, field.value_span.start):
+                            spans += _scalar_tokens(text, secret.value_span)
+                    else:
+                        spans += _scalar_tokens(text, field.value_span)
+    return spans
+
+
+def mask_sensitive(text: str, mask: str = MASK) -> str:
+    """The text with every token of `sensitive_spans` replaced by `mask`, everything else as it was
+    (so two versions of a document masked alike differ only where they really differ)."""
+    return _splice(text, [_Edit(span, mask) for span in sensitive_spans(text)])
+
+
+def _objects_members(text: str, span: Span) -> list[_Member]:
+    """The members of the value at span when it is an object, else none."""
+    return _members(text, span.start) if _char(text, span.start) == "{" else []
+
+
+def _scalar_tokens(text: str, span: Span) -> list[Span]:
+    """The strings, numbers and literals inside span (keys of nested objects included)."""
+    tokens: list[Span] = []
+    pos = span.start
+    while pos < span.end:
+        char = text[pos]
+        if char in " \t\n\r{}[],:":
+            pos += 1
+        elif char == '"':
+            token = _string(text, pos)
+            tokens.append(token)
+            pos = token.end
+        else:
+            match = _SCALAR.match(text, pos)
+            end = min(match.end(), span.end) if match is not None else pos + 1
+            tokens.append(Span(pos, end))
+            pos = end
+    return tokens
+
+
 def rewrite_connection_json(
     source: bytes, *, server_certs: Mapping[str, str], apply_at: str
 ) -> bytes:

@@ -14,6 +14,11 @@ def results_json(results: Sequence[Result]) -> str:
     return json.dumps({"results": [r.to_json() for r in results]}, indent=2, ensure_ascii=False)
 
 
+def plural(count: int, noun: str) -> str:
+    """ "1 warning", "0 warnings", "2 errors" """
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def results_text(results: Sequence[Result]) -> str:
     blocks = [result_text(r) for r in results]
     # A connection file's own problems (invalid JSON, unusable connections) are results too, but
@@ -22,11 +27,12 @@ def results_text(results: Sequence[Result]) -> str:
     counts = {v: sum(1 for r in checked if r.verdict is v) for v in Verdict}
     summary = (
         f"{len(checked)} checked: {counts[Verdict.OK]} ok, "
-        f"{counts[Verdict.WARNING]} warning, {counts[Verdict.ERROR]} error"
+        f"{plural(counts[Verdict.WARNING], 'warning')}, {plural(counts[Verdict.ERROR], 'error')}"
     )
     files = [r for r in results if r.connection is None and r.file is not None]
     if files:
-        summary += f"; {len(files)} connection file(s) with problems of their own (above)"
+        own = "its own" if len(files) == 1 else "their own"
+        summary += f"; {plural(len(files), 'connection file')} with problems of {own} (above)"
     return "\n\n".join(blocks + [summary]) + "\n"
 
 
@@ -47,13 +53,14 @@ def result_text(result: Result) -> str:
         lines.append("  chain:")
         for depth, entry in enumerate(result.chain):
             indent = "    " + "  " * depth + ("`- " if depth else "")
+            where = "bundle, in a block OpenSSL and the JVM would not read" if entry.unread else entry.source.value
             lines.append(
                 f"{indent}{entry.role.value}: {entry.subject}  "
-                f"(expires {iso_utc(entry.not_after)[:10]}, from {entry.source.value}, "
+                f"(expires {iso_utc(entry.not_after)[:10]}, from {where}, "
                 f"sha256 {entry.sha256[:16]})"
             )
     for note in result.notes:
-        if note.startswith("alternative"):
+        if not note.startswith("path: "):  # the chain above draws the path
             lines.append(f"  note: {note}")
     if result.verdict is Verdict.OK and not any(p.severity is Severity.WARNING for p in result.problems):
         lines.append("  the bundle alone carries the endpoint's certificate to a trusted root")

@@ -121,11 +121,12 @@ class ChainEntry:
     not_after: datetime
     sha256: str
     source: Source
+    unread: bool = False  # in the bundle, but in a block OpenSSL and the JVM would not read
 
     __reduce__ = reduce_to_constructor
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "role": self.role.value,
             "subject": self.subject,
             "issuer": self.issuer,
@@ -134,6 +135,9 @@ class ChainEntry:
             "sha256": self.sha256,
             "source": self.source.value,
         }
+        if self.unread:
+            out["unread_by_consumers"] = True
+        return out
 
 
 @dataclass(frozen=True, slots=True)
