@@ -218,7 +218,7 @@ def daemon_rows(d: dict[str, Any]) -> list[Row]:
         ),
         (
             f"4. daemon resident memory, N={n}: after a full cycle / after the scrapes and changes too",
-            f"{_mb(d['rss_kib'])} / {_mb(d['rss_end_kib'])} (transient peak, VmHWM: {_mb(d['hwm_kib'])})",
+            f"{_mb(d['rss_kib'])} / {_mb(d['rss_end_kib'])} (peak during start-up, VmHWM: {_mb(d['hwm_kib'])})",
             "< 150 MB",
             f"{rss * 1024 / 150e6:.0%} of the target",
             _met(rss * 1024 < 150e6),
