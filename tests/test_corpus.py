@@ -285,26 +285,17 @@ def test_check_as_an_unprivileged_user(corpus: Built) -> None:
     else:
         prefix = []  # already unprivileged; the in-process run covered the permission cases
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp", "LANG": "C.UTF-8"}
-    probe = subprocess.run(
-        [*prefix, sys.executable, "-c", "import chainwarden"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd="/",
-        env=env,
-    )
+
+    def can_import(prefix: list[str]) -> subprocess.CompletedProcess[str]:
+        command = [*prefix, sys.executable, "-c", "import chainwarden"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd="/", env=env)
+
+    probe = can_import(prefix)
     if probe.returncode != 0 and ROOT:
         # The checkout is out of nobody's reach (a private CI folder): stay root, but without the
         # capabilities that let root ignore permissions, so mode 000 files deny it as they would a user.
         prefix = [prefix[0], "--bounding-set=-dac_override,-dac_read_search"]
-        probe = subprocess.run(
-            [*prefix, sys.executable, "-c", "import chainwarden"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd="/",
-            env=env,
-        )
+        probe = can_import(prefix)
     if probe.returncode != 0:
         pytest.skip(f"cannot run this interpreter and package unprivileged: {probe.stderr.strip()[-200:]}")
     command = [*prefix, sys.executable, "-m", "chainwarden", *check_args(corpus, "--format", "json")]
