@@ -7,6 +7,7 @@ import ipaddress
 
 import pytest
 from cryptography import x509
+from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
 from chainwarden import pkigen
@@ -237,7 +238,11 @@ def test_authority_key_identifier_rules_out_a_candidate_whose_key_signed_it():
     "extension",
     [
         x509.AuthorityInformationAccess(
-            [x509.AccessDescription(x509.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier("http://a/b"))]
+            [
+                x509.AccessDescription(
+                    x509.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier("http://a/b")
+                )
+            ]
         ),
         x509.IssuerAlternativeName([x509.DNSName("ca.example.test")]),
         x509.TLSFeature([x509.TLSFeatureType.status_request]),
@@ -266,8 +271,15 @@ def test_critical_extensions_openssl_or_the_jvm_refuse_invalidate_the_leaf(exten
 )
 def test_leaf_key_usage_must_allow_signing_handshakes(usage, valid):
     flags = dict.fromkeys(
-        ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
-         "key_cert_sign", "crl_sign"),
+        (
+            "digital_signature",
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "key_cert_sign",
+            "crl_sign",
+        ),
         False,
     )
     flags.update(usage)
@@ -318,12 +330,27 @@ def _constrained(permitted=None, excluded=None):
         ([x509.RFC822Name("example.org")], None, None, (x509.RFC822Name("a@evil.test"),), False),
         ([x509.RFC822Name(".example.org")], None, None, (x509.RFC822Name("a@mail.example.org"),), True),
         (None, [x509.RFC822Name("ops@example.org")], None, (x509.RFC822Name("ops@example.org"),), False),
-        ([x509.UniformResourceIdentifier(".example.org")], None, None,
-         (x509.UniformResourceIdentifier("https://api.example.org/x"),), True),
-        ([x509.UniformResourceIdentifier(".example.org")], None, None,
-         (x509.UniformResourceIdentifier("https://evil.test/"),), False),
-        (None, [x509.UniformResourceIdentifier("evil.test")], None,
-         (x509.UniformResourceIdentifier("urn:no-host"),), False),
+        (
+            [x509.UniformResourceIdentifier(".example.org")],
+            None,
+            None,
+            (x509.UniformResourceIdentifier("https://api.example.org/x"),),
+            True,
+        ),
+        (
+            [x509.UniformResourceIdentifier(".example.org")],
+            None,
+            None,
+            (x509.UniformResourceIdentifier("https://evil.test/"),),
+            False,
+        ),
+        (
+            None,
+            [x509.UniformResourceIdentifier("evil.test")],
+            None,
+            (x509.UniformResourceIdentifier("urn:no-host"),),
+            False,
+        ),
     ],
 )
 def test_directory_email_and_uri_name_constraints(permitted, excluded, leaf_subject, san, valid):
@@ -490,3 +517,130 @@ def test_a_lone_leaf_with_an_unknown_issuer_keeps_its_own_faults():
     odd = x509.load_der_x509_certificate(with_subject(t.leaf, t.intermediate, odd_name(0x03, b"\x00\x01")))
     found = codes(run(pkigen.Issued(odd, t.leaf.key), [t.root]))
     assert Code.MISSING_INTERMEDIATE in found and Code.PATH_INVALID in found
+
+
+def _eku(*oids):
+    return x509.ExtendedKeyUsage([x509.ObjectIdentifier(o) for o in oids])
+
+
+SERVER_AUTH, CLIENT_AUTH, ANY_EKU = "1.3.6.1.5.5.7.3.1", "1.3.6.1.5.5.7.3.2", "2.5.29.37.0"
+
+
+@pytest.mark.parametrize(
+    ("leaf_eku", "ca_eku", "root_eku", "valid"),
+    [
+        ((SERVER_AUTH,), (SERVER_AUTH, CLIENT_AUTH), None, True),
+        ((ANY_EKU,), None, None, False),  # OpenSSL's TLS server purpose wants serverAuth itself
+        ((SERVER_AUTH,), (CLIENT_AUTH,), None, False),  # checked on every certificate of the path
+        ((SERVER_AUTH,), None, (CLIENT_AUTH,), False),  # the root's included
+    ],
+)
+def test_extended_key_usage_along_the_path(leaf_eku, ca_eku, root_eku, valid):
+    root = pkigen.custom_cert(
+        pkigen.name("EKU Path Root"),
+        None,
+        [(x509.BasicConstraints(ca=True, path_length=None), True)] + ([(_eku(*root_eku), False)] if root_eku else []),
+    )
+    ca = _ca_with(root, "EKU Path CA", *([(_eku(*ca_eku), False)] if ca_eku else []))
+    d = run(_leaf_with(ca, (_eku(*leaf_eku), False)), [ca, root])
+    assert d.valid is valid, [p.message for p in d.problems]
+
+
+@pytest.mark.parametrize(("bits", "valid"), [(b"\x05\x20", False), (b"\x06\x40", True)])
+def test_netscape_certificate_type_must_allow_ssl_server(bits, valid):
+    """A leaf whose (old) Netscape certificate type excludes SSL server: OpenSSL and the JVM refuse it."""
+    ns_type = x509.UnrecognizedExtension(x509.ObjectIdentifier("2.16.840.1.113730.1.1"), b"\x03\x02" + bits)
+    root = pkigen.make_root("NS Root")
+    ca = pkigen.make_intermediate("NS CA", root)
+    d = run(_leaf_with(ca, (ns_type, False)), [ca, root])
+    assert d.valid is valid
+    if not valid:
+        assert any("Netscape certificate type" in p.message for p in d.problems)
+
+
+def _dns_constrained_leaf(permitted, excluded, *, subject_cn=HOST, san=None):
+    root, ca = _constrained(permitted, excluded)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)])
+    leaf = _leaf_with(ca, subject=subject, san=san if san is not None else (x509.DNSName(subject_cn),))
+    return run(leaf, [ca, root], hostname=None)
+
+
+def test_common_name_is_constrained_when_the_san_holds_only_ip_addresses():
+    """OpenSSL checks the CN as a DNS name unless the SAN has one: an IP address does not count."""
+    d = _dns_constrained_leaf(
+        None,
+        [x509.DNSName("evil.test")],
+        subject_cn="erp.evil.test",
+        san=(x509.IPAddress(ipaddress.ip_address("10.0.0.1")),),
+    )
+    assert not d.valid and any("DNS name erp.evil.test is excluded" in p.message for p in d.problems)
+
+
+@pytest.mark.parametrize(
+    ("permitted", "excluded", "name", "valid"),
+    [
+        ([".example.test"], None, "api.example.test", True),
+        ([".example.test"], None, "example.test", False),  # a leading dot permits only names below
+        (["example.test"], None, "example.test", True),
+        (None, [".evil.test"], "evil.test", False),  # ... but excludes the domain too, to be safe
+    ],
+)
+def test_a_leading_dot_in_a_dns_base(permitted, excluded, name, valid):
+    dns = [x509.DNSName(b) for b in permitted] if permitted else None
+    excl = [x509.DNSName(b) for b in excluded] if excluded else None
+    assert _dns_constrained_leaf(dns, excl, subject_cn=name).valid is valid
+
+
+@pytest.mark.parametrize(
+    ("permitted", "excluded", "san"),
+    [
+        (None, [x509.RFC822Name("@evil.test")], x509.RFC822Name("admin@evil.test")),  # OpenSSL: any mailbox there
+        (
+            None,
+            [x509.UniformResourceIdentifier("evil.test")],
+            x509.UniformResourceIdentifier("https://evil.test:1@good.test/"),
+        ),
+        ([x509.UniformResourceIdentifier("good.test")], None, x509.UniformResourceIdentifier("https://good.test?x")),
+        (
+            None,
+            [x509.RegisteredID(x509.ObjectIdentifier("1.2.3.4"))],
+            x509.RegisteredID(x509.ObjectIdentifier("1.2.3.4")),
+        ),
+    ],
+    ids=["email-at-host", "uri-userinfo-host", "uri-query", "registered-id"],
+)
+def test_names_openssl_reads_otherwise_are_refused(permitted, excluded, san):
+    """Where OpenSSL reads a name or a base differently (or not at all), the stricter reading wins."""
+    assert not _dns_constrained_leaf(permitted, excluded, san=(x509.DNSName(HOST), san)).valid
+
+
+def test_a_utf8_email_address_in_the_subject_fails_under_any_constraint():
+    root, ca = _constrained([x509.DNSName(HOST)], None)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, HOST),
+            x509.NameAttribute(NameOID.EMAIL_ADDRESS, "ops@example.test", _type=_ASN1Type.UTF8String),
+        ]
+    )
+    d = run(_leaf_with(ca, subject=subject), [ca, root])
+    assert not d.valid and any("not an IA5String" in p.message for p in d.problems)
+
+
+@pytest.mark.parametrize(
+    "subject_org",
+    [
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "banned"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Ban\tned"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "BANNED", _type=_ASN1Type.IA5String),
+    ],
+    ids=["case", "tab", "ia5"],
+)
+def test_directory_exclusions_match_as_loosely_as_either_validator(subject_org):
+    """An excluded directory name matches whenever OpenSSL's looser comparison would."""
+    banned = x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Ban ned" if "\t" in subject_org.value else "Banned")]
+    )
+    root, ca = _constrained(None, [x509.DirectoryName(banned)])
+    subject = x509.Name([subject_org, x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
+    d = run(_leaf_with(ca, subject=subject), [ca, root])
+    assert not d.valid and any("excluded directory name" in p.message for p in d.problems)

@@ -105,3 +105,10 @@ def test_aia_fetch_of_a_hung_name_fails_at_its_timeout(resolver: HungResolver) -
     result = fetch_url(f"http://ca{HUNG}/issuer.der", FetchPolicy(timeout=0.3))
     assert result.error == f"AIA http://ca{HUNG}/issuer.der: timed out after 0.3 s"
     assert not resolver.release.is_set()
+
+
+def test_a_name_that_only_starts_like_an_address_is_looked_up_with_the_deadline(resolver: HungResolver) -> None:
+    """"10.0.0.1%x..." is no IP literal (glibc would ask the resolver): it gets the thread and deadline."""
+    with pytest.raises(TimeoutError):
+        hostlookup.getaddrinfo_within(0.2, "10.0.0.1%25x" + HUNG, 443)
+    assert resolver.callers[-1] == "chainwarden-lookup"

@@ -79,8 +79,10 @@ class CertInfo:
     uris: tuple[str, ...] = ()  # URIs of the SAN
     openssl_refused_tags: tuple[int, ...] = ()  # name value types that make OpenSSL refuse it
     san_count: int = 0  # entries of the SAN, of every kind
-    san_other_names: bool = False  # an otherName in the SAN (name constraints do not evaluate them)
+    san_kinds: frozenset[str] = frozenset()  # class names of the SAN's GeneralNames ("OtherName", ...)
     san_bad_ips: bool = False  # an iPAddress in the SAN that is no address (wrong length)
+    email_not_ia5: bool = False  # an emailAddress of the subject that is not an IA5String
+    ns_cert_type: int | None = None  # Netscape certificate type bits (first byte), when present
 
     @property
     def der(self) -> bytes:
@@ -131,6 +133,23 @@ def name_key(name: x509.Name) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def loose_name_key(name: x509.Name) -> tuple[tuple[str, str], ...]:
+    """A key that matches wherever OpenSSL or the JVM might match two names (any string type, case
+    folded, any whitespace run folded): for exclusions, where missing a match lets a name through."""
+    out: list[tuple[str, str]] = []
+    for rdn in name.rdns:
+        attributes = sorted(_loose_attribute_key(attr) for attr in rdn)
+        if len(attributes) > 1:
+            out.append(("+", str(len(attributes))))
+        out.extend(attributes)
+    return tuple(out)
+
+
+def _loose_attribute_key(attr: x509.NameAttribute[Any]) -> tuple[str, str]:
+    value = attr.value if isinstance(attr.value, str) else attr.value.hex()
+    return attr.oid.dotted_string, " ".join(value.split()).casefold()
+
+
 def _attribute_key(attr: x509.NameAttribute[Any]) -> tuple[str, str]:
     tag = getattr(getattr(attr, "_type", None), "value", None)  # the value's ASN.1 string type
     return value_key(attr.oid.dotted_string, tag, attr.value)
@@ -141,6 +160,7 @@ def _attribute_key(attr: x509.NameAttribute[Any]) -> tuple[str, str]:
 # DER); OpenSSL folds those too. Loosely means here what both do: ASCII case and runs of spaces.
 # Anything else must match in type and content, so that no two names match that either rejects.
 _UTF8_STRING = 0x0C
+_IA5_STRING = 0x16
 _FOLDED_TAGS = frozenset({PRINTABLE_STRING, _UTF8_STRING})
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
@@ -304,7 +324,7 @@ def _build(kept: x509.Certificate, der: bytes) -> CertInfo:
     ips: tuple[str, ...] = ()
     emails: tuple[str, ...] = ()
     uris: tuple[str, ...] = ()
-    san_count, san_other_names, san_bad_ips = 0, False, False
+    san_count, san_kinds, san_bad_ips = 0, frozenset[str](), False
     if isinstance(san, x509.SubjectAlternativeName):
         dns = tuple(san.get_values_for_type(x509.DNSName))
         ips = tuple(
@@ -315,7 +335,7 @@ def _build(kept: x509.Certificate, der: bytes) -> CertInfo:
         emails = tuple(san.get_values_for_type(x509.RFC822Name))
         uris = tuple(san.get_values_for_type(x509.UniformResourceIdentifier))
         san_count = len(san)
-        san_other_names = bool(san.get_values_for_type(x509.OtherName))
+        san_kinds = _shared(frozenset(type(general).__name__ for general in san))
         san_bad_ips = len(ips) != len(san.get_values_for_type(x509.IPAddress))
     ca_issuers: tuple[str, ...] = ()
     if isinstance(aia, x509.AuthorityInformationAccess):
@@ -385,9 +405,26 @@ def _build(kept: x509.Certificate, der: bytes) -> CertInfo:
         uris=uris,
         openssl_refused_tags=tuple(sorted(set(subject.refused_tags) | set(issuer.refused_tags))),
         san_count=san_count,
-        san_other_names=san_other_names,
+        san_kinds=san_kinds,
         san_bad_ips=san_bad_ips,
+        email_not_ia5=subject.email_not_ia5,
+        ns_cert_type=_ns_cert_type(extensions),
     )
+
+
+_NS_CERT_TYPE = x509.ObjectIdentifier("2.16.840.1.113730.1.1")
+
+
+def _ns_cert_type(extensions: list[x509.Extension[x509.ExtensionType]]) -> int | None:
+    """The first byte of a Netscape certificate type extension (a BIT STRING), which OpenSSL and the
+    JVM still honour; None when absent. An unreadable one reads as no type at all."""
+    for ext in extensions:
+        if ext.oid == _NS_CERT_TYPE and isinstance(ext.value, x509.UnrecognizedExtension):
+            der = ext.value.value
+            if len(der) >= 3 and der[0] == 0x03 and der[1] >= 1:
+                return der[3] if der[1] >= 2 and len(der) > 3 else 0
+            return 0
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,6 +434,7 @@ class _NameFacts:
     common_names: tuple[str, ...]
     error: str | None = None  # why the name could not be read (it then matches no other name)
     emails: tuple[str, ...] = ()  # emailAddress attribute values (never in a simple name)
+    email_not_ia5: bool = False  # one of them is not an IA5String
     refused_tags: tuple[int, ...] = ()  # value types OpenSSL's name decoder refuses (see OPENSSL_NAME_TAGS)
 
 
@@ -415,7 +453,13 @@ def _name_facts(raw: bytes | None, read: Callable[[], x509.Name], *, keep: bool,
     if not keep:
         return facts
     facts = _NameFacts(
-        _shared(facts.display), _shared(facts.key), facts.common_names, facts.error, facts.emails, facts.refused_tags
+        _shared(facts.display),
+        _shared(facts.key),
+        facts.common_names,
+        facts.error,
+        facts.emails,
+        facts.email_not_ia5,
+        facts.refused_tags,
     )
     if raw is not None:
         if len(_NAMES) >= _CACHE_LIMIT:
@@ -441,7 +485,9 @@ def _read_name_facts(read: Callable[[], x509.Name], raw: bytes | None, which: st
             "that names do not hold)",
             refused_tags=refused,
         )
-    return _NameFacts(facts.display, facts.key, facts.common_names, facts.error, facts.emails, refused)
+    return _NameFacts(
+        facts.display, facts.key, facts.common_names, facts.error, facts.emails, facts.email_not_ia5, refused
+    )
 
 
 # Name value types OpenSSL's certificate decoder accepts (BIT STRING, ObjectDescriptor, UTF8String,
@@ -457,8 +503,10 @@ def _name_error(subject: _NameFacts, issuer: _NameFacts) -> str | None:
 
 def _facts_of_name(name: x509.Name) -> _NameFacts:
     common_names = tuple(str(a.value) for a in name.get_attributes_for_oid(NameOID.COMMON_NAME))
-    emails = tuple(str(a.value) for a in name.get_attributes_for_oid(NameOID.EMAIL_ADDRESS))
-    return _NameFacts(_display_name(name), name_key(name), common_names, emails=emails)
+    email_attributes = name.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)
+    emails = tuple(str(a.value) for a in email_attributes)
+    not_ia5 = any(getattr(getattr(a, "_type", None), "value", None) != _IA5_STRING for a in email_attributes)
+    return _NameFacts(_display_name(name), name_key(name), common_names, emails=emails, email_not_ia5=not_ia5)
 
 
 # Values that RFC 4514 writes as they are (nothing to escape, no space to fold): those every string

@@ -51,8 +51,9 @@ def getaddrinfo_within(seconds: float, host: str, port: int, **kwargs: Any) -> l
 
 
 def _is_ip_literal(host: str) -> bool:
+    # The whole text: "10.0.0.1%x.example" is no address, and the resolver would be asked about it.
     try:
-        ipaddress.ip_address(host.split("%", 1)[0])
+        ipaddress.ip_address(host)
     except ValueError:
         return False
     return True

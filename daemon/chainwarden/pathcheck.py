@@ -10,11 +10,14 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from .certinfo import CertInfo, is_ip_literal, name_key
+from .certinfo import CertInfo, is_ip_literal, loose_name_key, name_key
 from .report import Code, Problem, Severity
 
 SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH.dotted_string
-ANY_EKU = "2.5.29.37.0"
+# OpenSSL's TLS server purpose takes serverAuth or a Server Gated Crypto purpose in the EKU of every
+# certificate on the path (anyExtendedKeyUsage alone does not do).
+SERVER_PURPOSES = frozenset({SERVER_AUTH, "1.3.6.1.4.1.311.10.3.3", "2.16.840.1.113730.4.1"})
+NS_SSL_SERVER = 0x40  # the Netscape certificate type bit for TLS servers
 WEAK_HASHES = frozenset({"md2", "md5"})
 
 
@@ -34,6 +37,7 @@ def validity_problems(
             oids = ", ".join(cert.unknown_critical)
             problems.append(_invalid(cert, f"certificate {cert.subject}: unrecognised critical extension {oids}"))
     problems.extend(_ca_problems(path))
+    problems.extend(_ca_purpose_problems(path))
     problems.extend(_name_constraint_problems(path))
     if leaf_is_endpoint:
         problems.extend(_leaf_usage_problems(path[0]))
@@ -70,9 +74,7 @@ def _time_problems(cert: CertInfo, now: datetime, role: str) -> list[Problem]:
     return []
 
 
-def expiring_soon(
-    path: Sequence[CertInfo], now: datetime, warn_days: int, *, has_leaf: bool = True
-) -> list[Problem]:
+def expiring_soon(path: Sequence[CertInfo], now: datetime, warn_days: int, *, has_leaf: bool = True) -> list[Problem]:
     horizon = now + timedelta(days=warn_days)
     out = []
     for position, cert in enumerate(path):
@@ -158,18 +160,32 @@ def _ca_problems(path: Sequence[CertInfo]) -> list[Problem]:
     return out
 
 
+def _ca_purpose_problems(path: Sequence[CertInfo]) -> list[Problem]:
+    """The extendedKeyUsage of the CAs (the root's included) must allow TLS servers, as OpenSSL checks."""
+    return [
+        _invalid(ca, f"{ca.subject} limits its extendedKeyUsage to purposes other than TLS servers (serverAuth)")
+        for ca in path[1:]
+        if ca.eku is not None and not ca.eku & SERVER_PURPOSES
+    ]
+
+
 def _leaf_usage_problems(leaf: CertInfo) -> list[Problem]:
     out = []
-    if leaf.eku is not None and SERVER_AUTH not in leaf.eku and ANY_EKU not in leaf.eku:
+    if leaf.eku is not None and not leaf.eku & SERVER_PURPOSES:
         out.append(
             _invalid(leaf, f"leaf {leaf.subject} is not valid for TLS servers (extendedKeyUsage lacks serverAuth)")
+        )
+    if leaf.ns_cert_type is not None and not leaf.ns_cert_type & NS_SSL_SERVER:
+        out.append(
+            _invalid(
+                leaf,
+                f"leaf {leaf.subject} is not valid for TLS servers (its Netscape certificate type excludes SSL server)",
+            )
         )
     if leaf.digital_signature is False:
         # TLS 1.3 and every (EC)DHE handshake have the server sign with this key; the JVM refuses a
         # keyUsage without digitalSignature (OpenSSL too, unless keyEncipherment allows RSA key exchange).
-        out.append(
-            _invalid(leaf, f"leaf {leaf.subject} may not sign TLS handshakes (keyUsage lacks digitalSignature)")
-        )
+        out.append(_invalid(leaf, f"leaf {leaf.subject} may not sign TLS handshakes (keyUsage lacks digitalSignature)"))
     return out
 
 
@@ -236,6 +252,10 @@ def _name_constraint_problems(path: Sequence[CertInfo]) -> list[Problem]:
     return out
 
 
+# Name types chainwarden does not match against constraints: a certificate holding one under a
+# constraint of that type is refused, as OpenSSL refuses it ("unsupported name constraint type").
+_UNEVALUATED_KINDS = (x509.OtherName, x509.RegisteredID)
+
 # OpenSSL refuses a certificate when its names times the constraints exceed this (a DoS guard).
 _OPENSSL_NAME_CHECK_MAX = 1 << 20
 
@@ -245,12 +265,17 @@ def _violation(constraints: x509.NameConstraints, cert: CertInfo) -> str | None:
     names = sum(1 for kind, _ in cert.subject_key if kind != "+") + cert.san_count
     if subtrees and names > _OPENSSL_NAME_CHECK_MAX // len(subtrees):
         return f"{names} names against {len(subtrees)} constraints: more pairs than OpenSSL checks (it refuses them)"
-    if cert.san_other_names and any(isinstance(g, x509.OtherName) for g in subtrees):
-        return "otherName names cannot be checked against otherName constraints here (OpenSSL refuses them)"
+    for kind in _UNEVALUATED_KINDS:
+        if kind.__name__ in cert.san_kinds and any(isinstance(g, kind) for g in subtrees):
+            kind_name = kind.__name__
+            return f"its {kind_name} names cannot be checked against {kind_name} constraints (OpenSSL refuses them)"
     if cert.san_bad_ips and any(isinstance(g, x509.IPAddress) for g in subtrees):
         return "an IP address in its subjectAltName is malformed, so the IP constraints cannot be checked"
+    if cert.email_not_ia5:
+        return "an emailAddress in its subject is not an IA5String, which OpenSSL refuses under any name constraint"
     dns_names = list(cert.dns_names)
-    if not dns_names and not cert.ip_addresses and cert.is_end_entity:
+    if not dns_names and cert.is_end_entity:
+        # Without a DNS name in the SAN (IP addresses do not count), OpenSSL checks the common name too.
         dns_names = [cn for cn in cert.common_names if "." in cn and " " not in cn]
     for dns in dns_names:
         if _dns_excluded(constraints, dns):
@@ -278,8 +303,14 @@ def _directory_violation(constraints: x509.NameConstraints, cert: CertInfo) -> s
         return None
     excluded = _bases(constraints.excluded_subtrees, x509.DirectoryName) or []
     permitted = _bases(constraints.permitted_subtrees, x509.DirectoryName)
-    if any(_within_directory(cert, base) for base in excluded):
-        return f"subject {cert.subject} is within an excluded directory name"
+    if excluded:
+        # Excluded as soon as either validator's comparison says so: the loosest of them.
+        try:
+            loose_subject = loose_name_key(cert.cert.subject)
+        except Exception:  # noqa: BLE001 - a subject no Name holds is judged excluded, never let through
+            return f"subject {cert.subject} cannot be compared with the excluded directory names"
+        if any(loose_subject[: len(key)] == key for key in (loose_name_key(base.value) for base in excluded)):
+            return f"subject {cert.subject} is within an excluded directory name"
     if permitted is not None and not any(_within_directory(cert, base) for base in permitted):
         return f"subject {cert.subject} is not within the permitted directory names"
     return None
@@ -305,17 +336,17 @@ def _string_violation(
     kind: type[x509.GeneralName],
     names: Sequence[str],
     word: str,
-    within: Callable[[str, str], bool | None],
+    within: Callable[[str, str, bool], bool | None],
 ) -> str | None:
     excluded = _bases(constraints.excluded_subtrees, kind) or []
     permitted = _bases(constraints.permitted_subtrees, kind)
     for name in names:
-        verdicts = [within(name, str(base.value)) for base in excluded]
+        verdicts = [within(name, str(base.value), True) for base in excluded]
         if any(verdicts):
             return f"{word} {name} is excluded"
         if None in verdicts:  # no host to judge by: OpenSSL refuses it, and so does this check
             return f"{word} {name} cannot be checked against the excluded names"
-        if permitted is not None and not any(within(name, str(base.value)) for base in permitted):
+        if permitted is not None and not any(within(name, str(base.value), False) for base in permitted):
             return f"{word} {name} is not within the permitted names"
     return None
 
@@ -331,54 +362,74 @@ def _within_host(host: str, base: str) -> bool:
     return host.endswith(base) if base.startswith(".") else host == base
 
 
-def _within_mailbox(address: str, base: str) -> bool | None:
-    """RFC 5280 4.2.1.10: a mailbox, all mailboxes on a host, or (".domain") on hosts within a domain."""
+def _within_mailbox(address: str, base: str, _excluding: bool) -> bool | None:
+    """RFC 5280 4.2.1.10: a mailbox, all mailboxes on a host, or (".domain") on hosts within a domain;
+    and, as OpenSSL reads it, "@host" for all mailboxes on a host."""
     local, at, host = address.rpartition("@")
     if not at or not local or not host:
         return None
+    if base.startswith("@"):
+        return host.lower() == base[1:].lower()
     if "@" in base:
         base_local, _, base_host = base.rpartition("@")
         return local == base_local and host.lower() == base_host.lower()
     return _within_host(host.lower(), base)
 
 
-def _within_uri(uri: str, base: str) -> bool | None:
+def _within_uri(uri: str, base: str, excluding: bool) -> bool | None:
+    """The URI's host as a URI parser (the JVM's) reads it and as OpenSSL does (what follows "://" up
+    to the first ":", else the first "/"): permitted only if both are, excluded if either is."""
     try:
-        host = urlsplit(uri).hostname
+        parsed = urlsplit(uri).hostname
     except ValueError:
-        host = None
-    if not host or is_ip_literal(host):
+        parsed = None
+    start = uri.find("://")
+    hosts = [parsed, _openssl_uri_host(uri[start + 3 :]) if start >= 0 else None]
+    if any(not host or is_ip_literal(host) for host in hosts):
         return None
-    return _within_host(host.lower(), base)
+    verdicts = [_within_host(str(host).lower(), base) for host in hosts]
+    return any(verdicts) if excluding else all(verdicts)
+
+
+def _openssl_uri_host(rest: str) -> str:
+    end = rest.find(":")
+    if end < 0:
+        end = rest.find("/")
+    return rest if end < 0 else rest[:end]
 
 
 def _dns_subtrees(subtrees: list[x509.GeneralName] | None) -> list[str] | None:
     if subtrees is None:
         return None
-    names = [g.value.lower().lstrip(".") for g in subtrees if isinstance(g, x509.DNSName)]
+    names = [g.value.lower() for g in subtrees if isinstance(g, x509.DNSName)]
     return names if any(isinstance(g, x509.DNSName) for g in subtrees) else None
 
 
-def _in_dns_subtree(name: str, base: str) -> bool:
-    name = name.lower().rstrip(".")
-    if name.startswith("*."):
-        name = name[2:]
-    return base == "" or name == base or name.endswith("." + base)
+def _in_dns_subtree(name: str, base: str, *, loose: bool) -> bool:
+    """Whether `name` is within the DNS subtree `base`. A base with a leading dot holds only names
+    below it for OpenSSL (not the domain itself): so it is read when permitting, while `loose`
+    (excluding) also takes the domain itself, as a validator reading the base as a domain would."""
+    raw = name.lower().rstrip(".")
+    bare = raw[2:] if raw.startswith("*.") else raw
+    if base.startswith("."):
+        return raw.endswith(base) or (loose and (bare == base[1:] or bare.endswith(base)))
+    return base == "" or bare == base or bare.endswith("." + base)
 
 
 def _dns_permitted(constraints: x509.NameConstraints, dns: str) -> bool:
     permitted = _dns_subtrees(constraints.permitted_subtrees)
-    return permitted is None or any(_in_dns_subtree(dns, base) for base in permitted)
+    return permitted is None or any(_in_dns_subtree(dns, base, loose=False) for base in permitted)
 
 
 def _dns_excluded(constraints: x509.NameConstraints, dns: str) -> bool:
     excluded = _dns_subtrees(constraints.excluded_subtrees) or []
-    if any(_in_dns_subtree(dns, base) for base in excluded):
+    if any(_in_dns_subtree(dns, base, loose=True) for base in excluded):
         return True
     if dns.startswith("*."):
         # *.example.com can stand for bar.example.com: an excluded name it may match excludes it.
         parent = dns[2:].lower().rstrip(".")
-        return any(base.count(".") == parent.count(".") + 1 and base.endswith("." + parent) for base in excluded)
+        bases = [base.lstrip(".") for base in excluded]
+        return any(base.count(".") == parent.count(".") + 1 and base.endswith("." + parent) for base in bases)
     return False
 
 
