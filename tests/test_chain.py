@@ -644,3 +644,78 @@ def test_directory_exclusions_match_as_loosely_as_either_validator(subject_org):
     subject = x509.Name([subject_org, x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
     d = run(_leaf_with(ca, subject=subject), [ca, root])
     assert not d.valid and any("excluded directory name" in p.message for p in d.problems)
+
+
+def _policies(*oids):
+    return x509.CertificatePolicies([x509.PolicyInformation(x509.ObjectIdentifier(o), None) for o in oids])
+
+
+def _require_explicit(skip=0):
+    return x509.PolicyConstraints(require_explicit_policy=skip, inhibit_policy_mapping=None)
+
+
+POLICY, OTHER, ANY_POLICY = "1.3.6.1.4.1.99999.1", "1.3.6.1.4.1.99999.2", "2.5.29.32.0"
+
+
+def _policy_mapping(issuer_domain, subject_domain):
+    """policyMappings, which cryptography cannot build: SEQUENCE OF SEQUENCE { OID, OID }."""
+    from corpus.build import _tlv
+
+    def oid(dotted):
+        return x509.ObjectIdentifier(dotted).dotted_string
+
+    def encoded(dotted):
+        arcs = [int(a) for a in oid(dotted).split(".")]
+        body = bytearray()
+        for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
+            chunk = [arc & 0x7F]
+            while arc > 0x7F:
+                arc >>= 7
+                chunk.append(0x80 | (arc & 0x7F))
+            body += bytes(reversed(chunk))
+        return _tlv(0x06, bytes(body))
+
+    pair = _tlv(0x30, encoded(issuer_domain) + encoded(subject_domain))
+    return x509.UnrecognizedExtension(x509.ObjectIdentifier("2.5.29.33"), _tlv(0x30, pair))
+
+
+@pytest.mark.parametrize(
+    ("ca_extensions", "leaf_extensions", "valid"),
+    [
+        ((), ((_require_explicit(), True),), False),  # the leaf requires a policy and has none
+        (((_policies(POLICY), False),), ((_require_explicit(), True), (_policies(POLICY), False)), True),
+        (((_require_explicit(), True), (_policies(POLICY), False)), (), False),  # required from the CA down
+        (((_require_explicit(), True), (_policies(POLICY), False)), ((_policies(OTHER), False),), False),
+        (((_require_explicit(), True), (_policies(POLICY), False)), ((_policies(POLICY), False),), True),
+        (((_require_explicit(), True), (_policies(ANY_POLICY), False)), ((_policies(POLICY), False),), True),
+        (
+            ((_require_explicit(), True), (x509.InhibitAnyPolicy(0), True), (_policies(ANY_POLICY), False)),
+            ((_policies(ANY_POLICY), False),),
+            False,  # anyPolicy no longer counts below the CA
+        ),
+        (
+            ((_require_explicit(), True), (_policies(POLICY), False), (_policy_mapping(POLICY, OTHER), True)),
+            ((_policies(OTHER), False),),
+            True,  # the CA maps its policy to the one the leaf asserts
+        ),
+    ],
+    ids=[
+        "leaf-requires",
+        "leaf-requires-met",
+        "ca-requires",
+        "ca-requires-other",
+        "ca-requires-met",
+        "ca-any-leaf-specific",
+        "inhibit-any",
+        "mapped",
+    ],
+)
+def test_certificate_policies_where_a_certificate_requires_one(ca_extensions, leaf_extensions, valid):
+    """The JVM processes certificate policies: a path fails where requireExplicitPolicy is reached and
+    no policy is common to the certificates from there down."""
+    root = pkigen.make_root("Policy Root")
+    ca = _ca_with(root, "Policy CA", *ca_extensions)
+    d = run(_leaf_with(ca, *leaf_extensions), [ca, root])
+    assert d.valid is valid, [p.message for p in d.problems]
+    if not valid:
+        assert any("certificate policy is required" in p.message for p in d.problems)

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, p
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID, NameOID, PublicKeyAlgorithmOID
 
-from .der import PRINTABLE_STRING, SHORT_NAMES, certificate_parts, name_value_tags, simple_name
+from .der import PRINTABLE_STRING, SHORT_NAMES, certificate_parts, name_value_tags, oid_pairs, simple_name
 
 # Extensions that both OpenSSL and the JVM's PKIX validator process when marked critical; any other
 # critical one (AIA, key identifiers, issuerAltName, TLS feature, CRL distribution points...) makes
@@ -39,6 +39,17 @@ KNOWN_EXTENSIONS = frozenset(
         ExtensionOID.INHIBIT_ANY_POLICY,
     }
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Policies:
+    """The certificate policy extensions of one certificate (RFC 5280 4.2.1.4-4.2.1.14)."""
+
+    oids: tuple[str, ...] | None  # certificatePolicies; None when absent
+    mappings: tuple[tuple[str, str], ...] = ()  # policyMappings: (issuer domain, subject domain)
+    require_explicit: int | None = None  # policyConstraints requireExplicitPolicy
+    inhibit_mapping: int | None = None  # policyConstraints inhibitPolicyMapping
+    inhibit_any: int | None = None  # inhibitAnyPolicy skipCerts
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -83,6 +94,7 @@ class CertInfo:
     san_bad_ips: bool = False  # an iPAddress in the SAN that is no address (wrong length)
     email_not_ia5: bool = False  # an emailAddress of the subject that is not an IA5String
     ns_cert_type: int | None = None  # Netscape certificate type bits (first byte), when present
+    policies: Policies | None = None  # certificate policy extensions, when it has any of them
 
     @property
     def der(self) -> bytes:
@@ -409,7 +421,38 @@ def _build(kept: x509.Certificate, der: bytes) -> CertInfo:
         san_bad_ips=san_bad_ips,
         email_not_ia5=subject.email_not_ia5,
         ns_cert_type=_ns_cert_type(extensions),
+        policies=_policies(by_type, extensions),
     )
+
+
+def _policies(by_type: dict[type, object], extensions: list[x509.Extension[x509.ExtensionType]]) -> Policies | None:
+    """The policy extensions, or None without any. policyMappings, which cryptography does not decode,
+    is read from its DER; one that cannot be read maps anyPolicy, which fails every path (as it should)."""
+    policies = by_type.get(x509.CertificatePolicies)
+    constraints = by_type.get(x509.PolicyConstraints)
+    inhibit = by_type.get(x509.InhibitAnyPolicy)
+    mappings: tuple[tuple[str, str], ...] = ()
+    for ext in extensions:
+        if ext.oid == ExtensionOID.POLICY_MAPPINGS and isinstance(ext.value, x509.UnrecognizedExtension):
+            try:
+                mappings = tuple(oid_pairs(ext.value.value))
+            except ValueError:
+                mappings = ((ANY_POLICY, ANY_POLICY),)
+    if policies is None and not mappings and constraints is None and inhibit is None:
+        return None
+    constrained = constraints if isinstance(constraints, x509.PolicyConstraints) else None
+    return Policies(
+        oids=tuple(p.policy_identifier.dotted_string for p in policies)
+        if isinstance(policies, x509.CertificatePolicies)
+        else None,
+        mappings=mappings,
+        require_explicit=constrained.require_explicit_policy if constrained else None,
+        inhibit_mapping=constrained.inhibit_policy_mapping if constrained else None,
+        inhibit_any=inhibit.skip_certs if isinstance(inhibit, x509.InhibitAnyPolicy) else None,
+    )
+
+
+ANY_POLICY = "2.5.29.32.0"
 
 
 _NS_CERT_TYPE = x509.ObjectIdentifier("2.16.840.1.113730.1.1")

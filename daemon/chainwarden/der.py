@@ -150,3 +150,41 @@ def name_value_tags(raw: bytes) -> frozenset[int] | None:
         return frozenset(tags)
     except ValueError:
         return None
+
+
+def _oid_text(content: bytes) -> str:
+    """The dotted form of an OBJECT IDENTIFIER's content octets (X.690 8.19)."""
+    arcs: list[int] = []
+    value = 0
+    for byte in content:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            arcs.append(value)
+            value = 0
+    if not arcs or value:
+        raise ValueError("truncated OBJECT IDENTIFIER")
+    first = min(arcs[0] // 40, 2)
+    return ".".join(str(arc) for arc in [first, arcs[0] - 40 * first, *arcs[1:]])
+
+
+def oid_pairs(der: bytes) -> list[tuple[str, str]]:
+    """The pairs of a SEQUENCE OF SEQUENCE { OID, OID } (policyMappings); ValueError when it is not one."""
+    tag, at, end = _header(der, 0)
+    if tag != _SEQUENCE or end != len(der):
+        raise ValueError("not a SEQUENCE")
+    pairs = []
+    while at < end:
+        tag, inner, stop = _header(der, at)
+        if tag != _SEQUENCE:
+            raise ValueError("not a SEQUENCE")
+        oids = []
+        while inner < stop:
+            tag, start, inner = _header(der, inner)
+            if tag != _OID:
+                raise ValueError("not an OBJECT IDENTIFIER")
+            oids.append(_oid_text(der[start:inner]))
+        if len(oids) != 2:
+            raise ValueError("not a pair")
+        pairs.append((oids[0], oids[1]))
+        at = stop
+    return pairs

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from .certinfo import CertInfo, is_ip_literal, loose_name_key, name_key
+from .certinfo import ANY_POLICY, CertInfo, is_ip_literal, loose_name_key, name_key
 from .report import Code, Problem, Severity
 
 SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH.dotted_string
@@ -38,6 +38,7 @@ def validity_problems(
             problems.append(_invalid(cert, f"certificate {cert.subject}: unrecognised critical extension {oids}"))
     problems.extend(_ca_problems(path))
     problems.extend(_ca_purpose_problems(path))
+    problems.extend(_policy_problems(path))
     problems.extend(_name_constraint_problems(path))
     if leaf_is_endpoint:
         problems.extend(_leaf_usage_problems(path[0]))
@@ -158,6 +159,69 @@ def _ca_problems(path: Sequence[CertInfo]) -> list[Problem]:
                     )
                 )
     return out
+
+
+def _policy_problems(path: Sequence[CertInfo]) -> list[Problem]:
+    """RFC 5280 6.1 certificate policy processing, as the JVM's PKIX validator does it (any policy
+    acceptable, no explicit policy asked for by the caller): only a certificate's own policy
+    constraints can require one. The policy tree is kept as the set of valid policies, which is all a
+    caller accepting any policy needs of it; the root, the trust anchor, is not processed."""
+    if not any(cert.policies for cert in path):
+        return []  # no certificate policy extension at all: nothing can fail
+    chain = list(reversed(path[:-1]))  # from below the root down to the leaf
+    n = len(chain)
+    explicit = inhibit_any = mapping = n + 1
+    valid: set[str] | None = {ANY_POLICY}
+    for position, cert in enumerate(chain, start=1):
+        last = position == n
+        policies = cert.policies
+        oids = policies.oids if policies else None
+        if oids is None or valid is None:
+            valid = None
+        else:
+            allow_any = inhibit_any > 0 or (not last and cert.self_issued)
+            matched = {oid for oid in oids if oid != ANY_POLICY and (oid in valid or ANY_POLICY in valid)}
+            if ANY_POLICY in oids and allow_any:
+                matched |= valid
+            valid = matched or None
+        if not last:
+            if policies and policies.mappings:
+                if any(ANY_POLICY in pair for pair in policies.mappings):
+                    return [_invalid(cert, f"{cert.subject} maps anyPolicy, which no validator accepts")]
+                valid = _mapped(valid, policies.mappings, mapping > 0)
+            if not cert.self_issued:
+                explicit, mapping, inhibit_any = max(explicit - 1, 0), max(mapping - 1, 0), max(inhibit_any - 1, 0)
+            if policies and policies.require_explicit is not None:
+                explicit = min(explicit, policies.require_explicit)
+            if policies and policies.inhibit_mapping is not None:
+                mapping = min(mapping, policies.inhibit_mapping)
+            if policies and policies.inhibit_any is not None:
+                inhibit_any = min(inhibit_any, policies.inhibit_any)
+        else:
+            explicit = max(explicit - 1, 0)
+            if policies and policies.require_explicit == 0:
+                explicit = 0
+        if explicit == 0 and valid is None:
+            return [
+                _invalid(
+                    cert,
+                    f"{cert.subject}: a certificate policy is required here (policyConstraints "
+                    "requireExplicitPolicy) but the path has none in common",
+                )
+            ]
+    return []
+
+
+def _mapped(valid: set[str] | None, mappings: Sequence[tuple[str, str]], allowed: bool) -> set[str] | None:
+    """The valid policies after a CA's policyMappings: each issuer-domain policy becomes its
+    subject-domain policies, or is dropped where mapping is inhibited."""
+    if valid is None:
+        return None
+    issuer_domains = {issuer for issuer, _ in mappings}
+    out = {oid for oid in valid if oid not in issuer_domains}
+    if allowed:
+        out |= {subject for issuer, subject in mappings if issuer in valid or ANY_POLICY in valid}
+    return out or None
 
 
 def _ca_purpose_problems(path: Sequence[CertInfo]) -> list[Problem]:
