@@ -301,3 +301,57 @@ def test_missing_connection_file_exits_2_while_a_usage_error_exits_3(world, tmp_
     help_text = " ".join(capsys.readouterr().out.split())
     assert "a connection file that is missing, unreadable or not valid JSON counts here too" in help_text
     assert "3 the command itself could not run" in help_text
+
+
+def test_connection_filter_on_an_invalid_json_file_reports_the_syntax_error(world, tmp_path, capsys):
+    """--connection NAME on a file that is not valid JSON reports the file's own error (exit 2, as
+    without --connection), never "no connection named"; beside a file that holds NAME, too. fix agrees."""
+    broken = tmp_path / "broken.json"
+    broken.write_text(world["json"].read_text().replace('"full_ok": {', '"full_ok" {', 1))
+    for fmt in ("text", "json"):
+        code, out, err = run(capsys, "check", str(broken), "--connection", "full_ok", "--offline", "--format", fmt)
+        assert code == 2 and "no connection named" not in err, (fmt, out, err)
+        assert "invalid JSON" in out and "line " in out, out
+    code, out, err = run(capsys, "check", str(world["json"]), str(broken), "--connection", "full_ok",
+                         "--offline", "--format", "json")
+    results = json.loads(out)["results"]
+    assert code == 2 and {(r["file"], r["connection"]) for r in results} == {
+        (str(broken), None), (str(world["json"]), "full_ok")
+    }
+    code, out, err = run(capsys, "fix", str(broken), "--connection", "full_ok", "--offline", "--format", "json",
+                         "--outbox", str(tmp_path / "out"))
+    assert code == 2 and "no connection named" not in err
+    (reason,) = json.loads(out)["files"][0]["unfixable"]
+    assert reason["connection"] == "(file)" and "invalid JSON" in reason["reason"]
+
+
+def test_format_nonstandard_severities_in_the_readme_are_the_codes():
+    """README's problem-code table gives format_nonstandard's severities as the code assigns them:
+    info for CRLF and text around blocks (OpenSSL and the JVM read them alike), warning for a BOM,
+    error where a strict reader misses a certificate."""
+    from chainwarden.bundle import read_bundle_bytes
+
+    pki = pkigen.three_tier(HOST, label="Format")
+    pem = pki.intermediate.pem + pki.root.pem
+
+    def severities(data):
+        problems = read_bundle_bytes(data, "/b.pem").problems
+        return {p.severity.value for p in problems if p.code.value == "format_nonstandard"}
+
+    assert severities(pem.replace(b"\n", b"\r\n")) == {"info"}
+    assert severities(b"intermediate and root\n" + pem) == {"info"}
+    assert severities(pki.intermediate.pem.rstrip(b"\n") + pki.root.pem) == {"error"}  # glued blocks
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `format_nonstandard` [")]
+    severity_text = row.split("]", 1)[0]
+    assert "info for CRLF line endings and text around blocks" in severity_text, row
+    assert "warning for a BOM" in severity_text and "error when a strict reader would miss a certificate" in row
+
+
+def test_fetch_chain_never_echoes_a_baseurl_with_credentials(capsys):
+    """A pasted baseurl that fetch-chain cannot use is refused without repeating it (its user
+    information or query may be a credential)."""
+    for target in ("http://svc:PW-canary-1@h.example/x?sig=SIG-canary-2", "https://h.example:PW-canary-1/x"):
+        code, out, err = run(capsys, "fetch-chain", target)
+        assert code == 3 and "expected HOST[:PORT]" in err, err
+        assert "canary" not in out + err

@@ -421,7 +421,7 @@ def test_one_problem_per_broken_connection() -> None:
 
 SIDE_FAULTS = [
     (good(secrets="x"), 'key "secrets": is a string, not a JSON object'),
-    (good(secrets={"token": 5}), 'key "secrets"."token": the value is a number, not a string'),
+    (good(secrets={"token": 5}), 'key "secrets": a value in it is a number, not a string (not named'),
     (good(secrets={"client_cert": ""}), 'key "secrets"."client_cert": is empty'),
     (good(url_fragments=["/a"]), 'key "url_fragments": is an array, not a JSON object'),
     (good(url_fragments={"get": 1}), 'key "url_fragments"."get": is a number, not a path'),
@@ -478,14 +478,15 @@ def test_duplicate_server_cert_breaks_the_connection() -> None:
     assert only_problem(parsed).startswith(f'{WHERE}, connection "a", key "server_cert": duplicate')
 
 
-def test_duplicate_secret_key_is_named_not_valued() -> None:
-    """A repeated secrets key is an error on the connection naming the key, never its values."""
+def test_duplicate_secret_key_is_reported_without_naming_it() -> None:
+    """A repeated secrets key is an error on the connection at key "secrets", never naming the repeated
+    key (a key below secrets may itself be secret) nor its values."""
     data = b'{"external_connections": {"a": {"baseurl": "https://h.test", "server_cert": "/1",'
-    data += b' "secrets": {"token": "CANARY-one", "token": "CANARY-two"}}}}'
+    data += b' "secrets": {"CANARY-key": "CANARY-one", "CANARY-key": "CANARY-two"}}}}'
     parsed = parse(data)
     assert parsed.problems == ()
     (problem,) = parsed.connections[0].problems
-    assert problem.message.startswith(f'{WHERE}, connection "a", key "secrets"."token": duplicate')
+    assert problem.message.startswith(f'{WHERE}, connection "a", key "secrets": a duplicate key inside it')
     assert "CANARY" not in everything_said(parsed)
 
 
@@ -708,3 +709,39 @@ def test_a_trailing_comma_is_suggested_only_where_there_is_one(data: bytes, reas
     """`{ broken` is not a trailing comma: the hint appears only when a comma precedes the closing bracket."""
     message = only_problem(parse(data))
     assert message.endswith(f"invalid JSON: {reason}"), message
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        (  # a key repeated in an object that is a secret's value: its key path is the bearer token
+            b'{"external_connections": {"a": {"baseurl": "https://h.test", "server_cert": "/1",'
+            b' "secrets": {"bearer_token": {"Bearer SECRETLEAK2": 1, "Bearer SECRETLEAK2": 2}}}}}',
+            f'{WHERE}, connection "a", key "secrets": a duplicate key inside it',
+        ),
+        (  # any spelling of the key, and deeper
+            b'{"external_connections": {"a": {"baseurl": "https://h.test", "server_cert": "/1",'
+            b' "Secrets": {"x": [{"SECRETLEAK2": 1, "SECRETLEAK2": 2}]}}}}',
+            f'{WHERE}, connection "a", key "Secrets": a duplicate key inside it',
+        ),
+        (  # inside blob_sas_url's value
+            b'{"blob_sas_url": {"sig": {"SECRETLEAK2": 1, "SECRETLEAK2": 2}},'
+            b' "external_connections": {"a": {"baseurl": "https://h.test", "server_cert": "/1"}}}',
+            f'{WHERE}, key "blob_sas_url": a duplicate key inside it',
+        ),
+        (  # secrets of a connection in a malformed table (reported from the top level)
+            b'{"external_connections": [{"secrets": {"SECRETLEAK2": 1, "SECRETLEAK2": 2}}]}',
+            f'{WHERE}, key "external_connections"[0]."secrets": a duplicate key inside it',
+        ),
+    ],
+    ids=["nested-under-a-secret", "case-variant-deeper", "blob_sas_url", "table-not-an-object"],
+)
+def test_duplicates_below_secrets_never_name_a_key(data: bytes, where: str) -> None:
+    """A repeated key anywhere below `secrets` or `blob_sas_url` is reported there, once, without
+    naming any key path below it (the key itself may be the secret)."""
+    parsed = parse(data)
+    said = everything_said(parsed)
+    assert "SECRETLEAK2" not in said, said
+    assert where in said, said
+    messages = [p.message for p in parsed.problems] + [p.message for c in parsed.connections for p in c.problems]
+    assert sum("a duplicate key inside it" in m for m in messages) == 1, messages

@@ -250,7 +250,8 @@ def test_client_cert_expired_and_two_keys():
     ).result
     messages = [p.message for p in result.problems]
     assert any(
-        p.code is Code.EXPIRED and "client certificate file /client.pem" in p.message for p in result.problems
+        p.code is Code.EXPIRED and "client certificate file (secrets.client_cert)" in p.message
+        for p in result.problems
     ), messages
     assert any(p.code is Code.CLIENT_CERT_INVALID and "2 private keys" in p.message for p in result.problems), messages
 
@@ -396,3 +397,91 @@ def test_a_link_only_in_an_unread_block_is_marked_so(pki):
     assert "from bundle, in a block OpenSSL and the JVM would not read" in result_text(result)
     plain = run(pki.root.pem + pki.intermediate.pem, probe(pki.leaf)).result.to_json()
     assert not any("unread_by_consumers" in entry for entry in plain["chain"])
+
+
+# --------------------------------------------------------------------------------------------
+# The client_cert keycertchain: its path is a secrets value, roles are named, the key must match
+
+
+def _rendered(result):
+    import json
+
+    return repr(result) + json.dumps(result.to_json())
+
+
+def _client_result(path, *, now=NOW):
+    from chainwarden.bundle import read_bundle_file
+
+    pki = pkigen.three_tier(HOST, label="Srv KCC")
+    return evaluate(
+        target(),
+        read_bundle_bytes(pkigen.pem_bundle(pki.intermediate, pki.root), "/b.pem"),
+        probe(pki.leaf),
+        now,
+        client_chain=read_bundle_file(path),
+    ).result
+
+
+def test_client_cert_path_is_never_printed(tmp_path):
+    """secrets.client_cert is a secrets value: no message names its path, whether the file is missing,
+    holds no key or holds an expired certificate; each says "the client certificate file (secrets.client_cert)"."""
+    secret_dir = tmp_path / "cw-secret-folder-5150"
+    secret_dir.mkdir()
+    ca = pkigen.three_tier(HOST, label="Client CA path")
+    expired = pkigen.make_leaf(["client"], ca.intermediate, client_auth=True, not_after=NOW - dt.timedelta(days=1))
+    no_key = secret_dir / "client4.keycertchain"
+    no_key.write_bytes(pkigen.pem_bundle(expired, ca.intermediate))
+    for path in (secret_dir / "nowhere.keycertchain", no_key):
+        result = _client_result(path)
+        said = [p for p in result.problems if p.code in (Code.CLIENT_CERT_INVALID, Code.EXPIRED)]
+        assert said, result.problems
+        for problem in said:
+            assert problem.message.startswith("the client certificate file (secrets.client_cert): "), problem
+        rendered = _rendered(result)
+        assert "cw-secret-folder-5150" not in rendered and "keycertchain" not in rendered
+
+
+def test_client_cert_roles_are_named_from_the_first_certificate(tmp_path):
+    """key + client certificate + intermediate: the client certificate is called that (not "root"),
+    an expired intermediate is called an intermediate."""
+    ca = pkigen.three_tier(HOST, label="Client CA roles")
+    soon = pkigen.make_leaf(
+        ["wcp-client"], ca.intermediate, client_auth=True, server_auth=False, not_after=NOW + dt.timedelta(days=5)
+    )
+    path = tmp_path / "client.keycertchain"
+    path.write_bytes(soon.key_pem() + pkigen.pem_bundle(soon, ca.intermediate))
+    result = _client_result(path)
+    (expiring,) = [p for p in result.problems if p.code is Code.EXPIRING_SOON]
+    assert "the client certificate CN=wcp-client expires on" in expiring.message, expiring.message
+    assert "root" not in expiring.message
+    late = _client_result(path, now=ca.intermediate.cert.not_valid_after_utc + dt.timedelta(days=1))
+    inter_subject = ca.intermediate.cert.subject.rfc4514_string()
+    (inter_expired,) = [p for p in late.problems if p.code is Code.EXPIRED and p.certificate == inter_subject]
+    assert f"its intermediate CA certificate {inter_subject} expired" in inter_expired.message
+
+
+def test_client_cert_key_must_belong_to_the_client_certificate(tmp_path):
+    """A keycertchain whose key is not the client certificate's is client_cert_invalid (an error); the
+    matching key passes; a key no decoder reads is reported too; no byte of either key is in a message."""
+    ca = pkigen.three_tier(HOST, label="Client CA keys")
+    client = pkigen.make_leaf(["client"], ca.intermediate, kind="ec", client_auth=True, server_auth=False)
+    stranger = pkigen.new_key("ec")
+    stranger_pem = stranger.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    chain = pkigen.pem_bundle(client, ca.intermediate, ca.root)
+    good, wrong, broken = tmp_path / "good.kcc", tmp_path / "wrong.kcc", tmp_path / "broken.kcc"
+    good.write_bytes(client.key_pem() + chain)
+    wrong.write_bytes(stranger_pem + chain)
+    lines = client.key_pem().decode().splitlines(keepends=True)
+    lines[1] = "A" * (len(lines[1]) - 1) + "\n"  # valid base64, not a key
+    broken.write_bytes("".join(lines).encode() + chain)
+    assert _client_result(good).verdict is Verdict.OK
+    for path, needle in ((wrong, "does not belong to the client certificate"), (broken, "cannot be decoded")):
+        result = _client_result(path)
+        (problem,) = [p for p in result.problems if p.code is Code.CLIENT_CERT_INVALID]
+        assert problem.severity is Severity.ERROR and needle in problem.message, problem
+        rendered = _rendered(result)
+        for pem in (stranger_pem, client.key_pem()):
+            for line in pem.decode().splitlines()[1:-1]:
+                assert line not in rendered

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 from pathlib import Path
 
@@ -516,6 +517,8 @@ def test_diff_compares_the_real_bytes_with_true_line_numbers_and_masks_in_place(
     for extra in ((), ("--write",)):
         code = cli_main(["fix", str(site.json), "--config", str(site.config), *extra])
         outputs.append(capsys.readouterr())
+        # The JSON run must write its own file: the text run's, a second older, may hold an earlier apply_at.
+        shutil.rmtree(site.outbox, ignore_errors=True)
         _, out = site.fix(capsys, *extra)
         outputs.append(json.dumps(out))
     plan = out["files"][0]
@@ -767,3 +770,162 @@ def test_fix_exit_codes_are_documented_as_implemented(capsys):
                    "a fix that failed (fix_failed)", "a write that failed", "endpoint_not_verified"):
         assert phrase in help_text, phrase
         assert phrase in section.replace("**", "").replace("`", ""), phrase
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets below `secrets`, credentials in a baseurl: never in check or fix output, nor in logs
+
+
+def test_secret_key_paths_and_baseurl_credentials_never_shown(make_site, capsys, caplog):
+    """A key repeated inside a secret's value (the key is the token), credentials in a baseurl's user
+    information and query: check and fix, text and JSON, dry run and --write, and every log record at
+    debug level show none of them; the fix diff masks the baseurl's user information and query in place,
+    keeping its host and the line numbers."""
+    import logging
+
+    site = make_site()
+    site.json.write_text(
+        site.source_text.replace(
+            "\n    }\n  }\n}",
+            "\n    },\n"
+            '    "crm": {"baseurl": "https://svc:PW-canary-77@crm.invalid/api", "server_cert": "pki/erp.pem",\n'
+            '            "secrets": {"bearer_token": {"Bearer SECRETLEAK2": 1, "Bearer SECRETLEAK2": 2}}},\n'
+            '    "hr": {"baseurl": "https://hr.invalid/x?sig=SIG-canary-88&code=CODE-canary-99", '
+            '"server_cert": "pki/erp.pem"}\n'
+            "  }\n}",
+        )
+    )
+    caplog.set_level(logging.DEBUG)
+    seen = {}
+    for command in ("check", "fix"):
+        for extra in ((), ("--format", "json"), ("--write",), ("--write", "--format", "json")):
+            if command == "check" and "--write" in extra:
+                continue
+            code = cli_main([command, str(site.json), "--config", str(site.config), *extra])
+            captured = capsys.readouterr()
+            seen[(command, extra)] = (code, captured.out + captured.err)
+    logs = "\n".join(r.getMessage() for r in caplog.records)
+    for (command, extra), (code, text) in [*seen.items(), (("logs", ()), (0, logs))]:
+        assert code in (0, 1, 2), (command, extra, text)
+        for needle in ("SECRETLEAK2", "PW-canary", "svc:", "SIG-canary", "CODE-canary", "sig=", "code="):
+            assert needle not in text, (command, extra, needle)
+    check_text = seen[("check", ())][1]
+    assert 'connection "crm", key "secrets": a duplicate key inside it' in check_text
+    assert 'key "baseurl": has user information before the host' in check_text
+    assert 'key "secrets": a duplicate key inside it' in check_text
+    diff = json.loads(seen[("fix", ("--format", "json"))][1])["files"][0]["diff"]
+    assert ' "crm": {"baseurl": "https://<redacted>@crm.invalid/api", "server_cert": "pki/erp.pem",' in diff
+    assert ' "hr": {"baseurl": "https://hr.invalid/x?<redacted>", "server_cert": "pki/erp.pem"}' in diff
+
+
+def test_mask_sensitive_masks_baseurl_credentials_inside_the_string():
+    """Only the user information and the query/fragment of a baseurl are masked, inside its string token
+    (escapes read as what they stand for); scheme, host, port and path stay; lines are kept."""
+    from chainwarden.jsonedit import mask_sensitive
+
+    text = (
+        '{"external_connections": {\n'
+        ' "a": {"baseurl": "https://u:p@h.example:8443/p?sig=s1#f"},\n'
+        ' "b": {"BaseURL": "https://tok\\u0040h.example/x\\u003ftoken=t2"},\n'
+        ' "c": {"baseurl": "https://h.example/api"},\n'
+        ' "d": {"baseurl": "user:pw@h.example"}\n'
+        "}}\n"
+    )
+    masked = mask_sensitive(text)
+    assert masked.count("\n") == text.count("\n")
+    decoded = json.loads(masked)["external_connections"]
+    assert decoded["a"]["baseurl"] == "https://<redacted>@h.example:8443/p?<redacted>"
+    assert decoded["b"]["BaseURL"] == "https://<redacted>@h.example/x?<redacted>"
+    assert decoded["c"]["baseurl"] == "https://h.example/api"
+    assert decoded["d"]["baseurl"] == "<redacted>@h.example"
+    for secret in ("u:p", "s1", "#f", "tok", "t2", "user:pw"):
+        assert secret not in masked, secret
+
+
+# --------------------------------------------------------------------------------------------
+# What fix says it does, what remains, and the exit code agree
+
+
+def _summary_counts(text: str) -> tuple[int, int, int]:
+    match = re.search(r": (\d+) connections?: (\d+) ok, (\d+) warnings?, (\d+) errors?", text.splitlines()[-1])
+    assert match, text
+    return int(match[2]), int(match[3]), int(match[4])
+
+
+def _worst_remaining(plan) -> dict[str, str]:
+    worst: dict[str, str] = {}
+    for item in plan["remaining"]:
+        if item["connection"] is not None and worst.get(item["connection"]) != "error":
+            worst[item["connection"]] = item["severity"]
+    return worst
+
+
+def test_fix_names_only_the_connections_it_moves_and_remains_agree_with_counts_and_exit(make_site, capsys):
+    """erp is fixed; x shares erp's bundle but its endpoint is down and its leaf unknown, so it stays on
+    the old bundle: "replaces ... for erp" must not name x. x and y are errors once the bundles are in
+    place: the remaining list says so (not only their endpoint_not_verified warning), as the summary
+    counts and the exit code do."""
+    from daemonproc import free_port
+
+    site = make_site()
+    (site.tmp / "pki" / "y.pem").write_bytes(site.root.pem)
+    dead = free_port()
+    site.json.write_text(
+        site.source_text.replace(
+            "\n    }\n  }\n}",
+            "\n    },\n"
+            f'    "x": {{"baseurl": "https://{HOST}:{dead}", "server_cert": "pki/erp.pem"}},\n'
+            f'    "y": {{"baseurl": "https://{HOST}:{dead}", "server_cert": "pki/y.pem"}}\n'
+            "  }\n}",
+        )
+    )
+    code, out = site.fix(capsys)
+    text_code = cli_main(["fix", str(site.json), "--config", str(site.config)])
+    text = capsys.readouterr().out
+    plan = out["files"][0]
+    assert set(plan["connections"]) == {"erp"}
+    assert [b["connections"] for b in plan["bundles"]] == [["erp"]]
+    (line,) = [line for line in text.splitlines() if line.startswith("  new bundle ")]
+    assert line.endswith(f"(replaces {site.bundle} for erp):"), line
+    worst = _worst_remaining(plan)
+    assert worst == {"x": "error", "y": "error"}, plan["remaining"]
+    assert "  remains: error endpoint_unreachable (x, y)" in text.splitlines()
+    ok, warnings, errors = _summary_counts(text)
+    assert (warnings, errors) == (
+        sum(1 for s in worst.values() if s == "warning"),
+        sum(1 for s in worst.values() if s == "error"),
+    )
+    assert ok == 1 and code == text_code == 2
+
+
+def test_fix_with_connection_counts_every_connection_of_the_resubmission(make_site, capsys):
+    """--connection erp fixes only erp, but the resubmission JSON carries crm too, still broken (a bundle
+    could mend it): fix says crm is left broken, counts it, and exits 2, not 0."""
+    site = make_site()
+    (site.tmp / "pki" / "crm.pem").write_bytes(site.root.pem)
+    site.json.write_text(
+        site.source_text.replace(
+            "\n    }\n  }\n}",
+            "\n    },\n"
+            f'    "crm": {{"baseurl": "https://{HOST}:{site.server.port}", "server_cert": "pki/crm.pem"}}\n'
+            "  }\n}",
+        )
+    )
+    code, out = site.fix(capsys, "--connection", "erp", "--write")
+    plan = out["files"][0]
+    assert code == 2, out
+    assert set(plan["connections"]) == {"erp"} and plan["written"] is True
+    assert plan["not_planned"] == ["crm"]
+    assert _worst_remaining(plan) == {"crm": "error"}
+    written = json.loads(Path(plan["output"]).read_text())["external_connections"]
+    assert written["crm"]["server_cert"] == os.path.relpath(site.tmp / "pki" / "crm.pem", site.outbox)
+    text_code = cli_main(["fix", str(site.json), "--config", str(site.config), "--connection", "erp"])
+    text = capsys.readouterr().out
+    assert text_code == 2
+    assert any(line.startswith("  left broken (only erp is fixed with --connection") and line.endswith(": crm")
+               for line in text.splitlines()), text
+    assert _summary_counts(text) == (1, 0, 1)
+    # The healthy case still exits 0: nothing else in the file is broken.
+    site.json.write_text(site.source_text)
+    code, out = site.fix(capsys, "--connection", "erp")
+    assert code == 0 and out["files"][0]["not_planned"] == [], out

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.utils import CryptographyDeprecationWarning
 
@@ -82,6 +83,10 @@ class Block:
     cert: x509.Certificate | None
     error: str | None
     consumer_readable: bool
+    # For an unencrypted PEM private key: the SHA-256 of its public half (SubjectPublicKeyInfo DER),
+    # so that a keycertchain's key can be matched with its certificate ("" when it cannot be decoded);
+    # nothing of the key itself.
+    key_public_sha256: str | None = None
 
     __reduce__ = reduce_to_constructor
 
@@ -256,9 +261,9 @@ class _Account:
     def add_unreadable(self, error: str, label: str | None, line: int | None, issues: Sequence[_Issue] = ()) -> None:
         self._add(Block(self._next(), "certificate", label, line, None, error, False), issues)
 
-    def add_key(self, kind: str, label: str | None, line: int | None) -> None:
-        # Nothing of the key is kept: no payload, no error text.
-        self._add(Block(self._next(), kind, label, line, None, None, False), ())
+    def add_key(self, kind: str, label: str | None, line: int | None, public_sha256: str | None = None) -> None:
+        # Nothing of the key is kept: no payload, no error text; at most the digest of its public half.
+        self._add(Block(self._next(), kind, label, line, None, None, False, public_sha256), ())
 
     def add_other(self, kind: str, label: str, line: int | None) -> None:
         issue = (
@@ -371,6 +376,24 @@ def _load_certificate(der: bytes) -> tuple[x509.Certificate | None, str | None]:
             return canonical(x509.load_der_x509_certificate(der)), None
     except ValueError as exc:
         return None, f"not a valid certificate: {exc}{_ber_hint(der)}"
+
+
+def _public_half(pem: bytes) -> str | None:
+    """SHA-256 of the SubjectPublicKeyInfo of the unencrypted PEM private key `pem`; "" when it cannot
+    be decoded; None when that cannot be told (a passphrase, an algorithm cryptography lacks). The key
+    is dropped at once, and no library message about it is kept (it could quote the key)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            key = serialization.load_pem_private_key(pem, password=None)
+            spki = key.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+    except (TypeError, UnsupportedAlgorithm):
+        return None
+    except ValueError:
+        return ""
+    return hashlib.sha256(spki).hexdigest()
 
 
 def _load_pkcs7(der: bytes) -> tuple[list[x509.Certificate], str | None]:
@@ -835,7 +858,8 @@ def _read_span(
     if kind in _KEY_KINDS:
         head = data[span.body_start : min(span.body_end, span.body_start + 80)]
         encrypted = kind == "encrypted_private_key" or (b"Proc-Type:" in head and b"ENCRYPTED" in head)
-        account.add_key("encrypted_private_key" if encrypted else "private_key", span.label, line)
+        digest = None if encrypted or span.end_label is None else _public_half(data[span.start : span.stop])
+        account.add_key("encrypted_private_key" if encrypted else "private_key", span.label, line, digest)
         return
     if kind in ("crl", "other"):
         account.add_other(kind, span.label, line)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import traceback
@@ -72,20 +71,27 @@ exit status (Nagios):
   0  every connection ok
   1  warnings only
   2  at least one error; a connection file that is missing, unreadable or not valid JSON
-     counts here too: it is a located connection_invalid result in the report
+     counts here too: it is a located connection_invalid result in the report, with or
+     without --connection (such a file may hold NAME: its own error is reported)
   3  the command itself could not run: usage (a bad option, a --connection NAME that no
      file has), an unreadable configuration, an internal error"""
 FIX_EXIT = """\
+--connection NAME completes and moves only NAME, but the resubmission JSON carries its
+whole file: every connection of each file holding NAME is verified and counted below
+(another broken one is listed as "left broken" or "not fixable by a bundle").
+
 exit status: what the connections will be once the planned bundles are in place, with or
 without --write (each connection a bundle moves is verified again with its new bundle,
-against the endpoint chains this run used):
+against the endpoint chains this run used); every error and warning still there is listed
+as "remains", errors first, and the last line counts the connections by their worst:
   0  every connection ok
-  1  warnings remain (fix leaves warnings such as wrong_order to the operator; each is
-     listed as "remains"); with --offline, a connection without a cached or bundled leaf
-     keeps endpoint_not_verified, a warning, as with check --offline
+  1  warnings remain (fix leaves warnings such as wrong_order to the operator); with
+     --offline, a connection without a cached or bundled leaf keeps endpoint_not_verified,
+     a warning, as with check --offline
   2  something stays broken: a connection no bundle can mend ("not fixable by a bundle"),
      a fix that failed (fix_failed), a connection file with errors of its own (missing,
-     unreadable, invalid JSON), or, with --write, a write that failed
+     unreadable, invalid JSON), another broken connection of a file fixed with
+     --connection, or, with --write, a write that failed
   3  the command itself could not run: usage (a bad option, a --connection NAME that no
      file has), an unreadable configuration, an internal error"""
 
@@ -122,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     fix = add("fix", "complete bundles and write a resubmission JSON with a bumped apply_at", FIX_EXIT)
     fix.add_argument("files", nargs="+", metavar="CONNECTIONS.json")
-    fix.add_argument("--connection", metavar="NAME")
+    fix.add_argument(
+        "--connection", metavar="NAME", help="fix only this connection (its files' others are still reported)"
+    )
     fix.add_argument("--outbox", metavar="DIR", help="where to write (default: [regenerate] outbox)")
     fix.add_argument("--write", action="store_true", help="write the files (default: show the plan)")
     fix.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
@@ -161,7 +169,7 @@ def parse_moment(text: str) -> datetime:
 def _cmd_check(args: argparse.Namespace, config: Config) -> int:
     from .checker import evaluate_pass, file_result, presented_chains, read_inputs, selected
     from .render import results_json, results_text
-    from .report import overall_exit_code
+    from .report import Result, overall_exit_code
 
     at_apply = args.at == "apply_at"
     now = datetime.now(UTC) if args.at is None or at_apply else parse_moment(args.at)
@@ -176,16 +184,19 @@ def _cmd_check(args: argparse.Namespace, config: Config) -> int:
             raise UsageError("--chain and --host go with --bundle")
         inputs = read_inputs(args.files, now=now)
         connections = selected(inputs, args.connection)
-        if args.connection and not connections:
-            broken = [
+        own: list[Result] = []
+        if args.connection:
+            # Files that name the connection without a usable one (it is broken), or that could not be
+            # read far enough to tell (missing, not JSON...): their own errors are the answer.
+            usable = {c.file for c in connections}
+            own = [
                 file_result(cf)
                 for cf in inputs.files
-                if any(f"connection {json.dumps(args.connection)}" in p.message for p in cf.problems)
+                if cf.problems
+                and (cf.names is None or (args.connection in cf.names and cf.path not in usable))
             ]
-            if not broken:
+            if not connections and not own:
                 raise UsageError(f"no connection named {args.connection!r} in {', '.join(args.files)}")
-            print(results_json(broken) if args.format == "json" else results_text(broken), end="")
-            return overall_exit_code(broken)
         presented = presented_chains(connections, config, offline=args.offline)
         if at_apply:
             for connection_file in inputs.files:
@@ -198,7 +209,9 @@ def _cmd_check(args: argparse.Namespace, config: Config) -> int:
                 else:
                     when = "now (it has no apply_at)"
                 print(f"chainwarden: {connection_file.path}: evaluated at {when}", file=sys.stderr)
-        results = evaluate_pass(inputs, presented, now, config, connection_name=args.connection, at_apply=at_apply)
+        results = own + evaluate_pass(
+            inputs, presented, now, config, connection_name=args.connection, at_apply=at_apply
+        )
     print(
         results_json(results) if args.format == "json" else results_text(results),
         end="" if args.format == "text" else "\n",
@@ -239,14 +252,16 @@ def _cmd_fetch_chain(args: argparse.Namespace, config: Config) -> int:
     if "://" in target:  # a baseurl pasted from the connection JSON
         from urllib.parse import urlsplit
 
-        parts = urlsplit(target)
+        # Never echo the URL: its user information or query may carry credentials.
+        unusable = UsageError("fetch-chain: expected HOST[:PORT] or an https:// URL with a host and a numeric port")
+        try:
+            parts = urlsplit(target)
+            port = parts.port or 443
+        except ValueError:
+            raise unusable from None
         if parts.scheme != "https" or not parts.hostname:
-            raise UsageError(f"fetch-chain {target}: expected HOST[:PORT] or an https:// URL")
-        target = (
-            f"[{parts.hostname}]:{parts.port or 443}"
-            if ":" in parts.hostname
-            else f"{parts.hostname}:{parts.port or 443}"
-        )
+            raise unusable
+        target = f"[{parts.hostname}]:{port}" if ":" in parts.hostname else f"{parts.hostname}:{port}"
     try:
         host, port = parse_target(target)
     except ValueError as exc:

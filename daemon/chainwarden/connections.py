@@ -40,6 +40,14 @@ _PLAIN_BASEURL = re.compile(
 # Control characters and lone surrogates: a name holding one breaks log lines and metric labels.
 _UNSAFE_NAME = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _CERT_KEYS = frozenset({"baseurl", "server_cert"})
+# Values that are credentials: no key path below them is ever named (compared case-insensitively).
+_SECRETS_KEYS = frozenset({"secrets"})
+_SENSITIVE_TOP_KEYS = frozenset({"blob_sas_url"})
+_HIDDEN = "nothing under secrets is printed"
+_REPEATED_INSIDE = (
+    "a duplicate key inside it (not named: nothing below it is printed); "
+    "a JSON reader silently keeps only one of the repeated values"
+)
 
 KeyPath = tuple[str | int, ...]
 
@@ -69,6 +77,9 @@ class ConnectionFile:
     apply_at: datetime | None
     apply_at_raw: str | None
     apply_at_key: str | None
+    # Every name in external_connections, usable or not; None when the file could not be read that far
+    # (so whether it holds a given connection is unknown).
+    names: frozenset[str] | None = None
 
 
 class _Object(dict[str, Any]):
@@ -136,13 +147,14 @@ def parse_connection_file(data: bytes, path: str, *, now: datetime | None = None
     problems = [*(_misplaced_duplicates(top, where) if repeats else ()), *schedule_problems]
     connections: list[Connection] = []
     table = top.get("external_connections")
+    names = frozenset(table) if isinstance(table, dict) else None
     if "external_connections" not in top:
         problems.append(_invalid(f'{where}: key "external_connections" is missing{_near("external_connections", top)}'))
     elif not isinstance(table, dict):
         problems.append(_invalid(f'{where}, key "external_connections": is {_kind(table)}, not a JSON object'))
     else:
         _parse_table(table, path, connections, problems, repeats=repeats)
-    return ConnectionFile(path, tuple(connections), tuple(problems), apply_at, raw, key)
+    return ConnectionFile(path, tuple(connections), tuple(problems), apply_at, raw, key, names)
 
 
 def parse_apply_at(text: str) -> datetime:
@@ -465,9 +477,13 @@ def _client_cert(connection: dict[str, Any], faults: list[_Fault]) -> str | None
         faults.append(_Fault('"secrets"', f"is {_kind(secrets)}, not a JSON object", False))
         return None
     for key, value in secrets.items():
-        if not isinstance(value, str):
-            where = f'"secrets".{_quote(key)}'
-            faults.append(_Fault(where, f"the value is {_kind(value)}, not a string", False))
+        if isinstance(value, str):
+            continue
+        if key == "client_cert":  # the one documented key; any other key name may itself be secret
+            faults.append(_Fault('"secrets"."client_cert"', f"the value is {_kind(value)}, not a string", False))
+        else:
+            text = f"a value in it is {_kind(value)}, not a string (not named: {_HIDDEN})"
+            faults.append(_Fault('"secrets"', text, False))
     if "client_cert" not in secrets or not isinstance(secrets["client_cert"], str):
         return None
     error = _path_error(secrets["client_cert"]) or _inline_content_error(secrets["client_cert"])
@@ -509,30 +525,39 @@ def _url_fragment_faults(connection: dict[str, Any]) -> list[_Fault]:
 
 
 def _duplicate_faults(connection: dict[str, Any]) -> list[_Fault]:
-    """Repeated keys anywhere inside one connection; fatal when baseurl or server_cert repeats."""
+    """Repeated keys anywhere inside one connection; fatal when baseurl or server_cert repeats.
+    Inside "secrets" only that a key repeats is said, never which (a key path there may be secret)."""
     return [
         _Fault(
-            _key_path(path + (key,)),
-            _repeated(count),
+            _key_path(path if key is None else path + (key,)),
+            _repeated(count) if key is not None else _REPEATED_INSIDE,
             fatal=not path and key in _CERT_KEYS,
         )
-        for path, key, count in _duplicates(connection)
+        for path, key, count in _duplicates(connection, sensitive=_SECRETS_KEYS)
     ]
 
 
 def _misplaced_duplicates(top: dict[str, Any], where: str) -> list[Problem]:
-    """Repeated keys outside external_connections (those are reported per connection)."""
+    """Repeated keys outside external_connections (those are reported per connection); nothing below
+    blob_sas_url (a credential) or a "secrets" is named."""
     problems: list[Problem] = []
-    for path, key, count in _duplicates(top):
+    for path, key, count in _duplicates(top, sensitive=_SECRETS_KEYS, sensitive_top=_SENSITIVE_TOP_KEYS):
         if path[:1] == ("external_connections",) and isinstance(top["external_connections"], dict):
             continue
-        problems.append(_invalid(f"{where}, key {_key_path(path + (key,))}: {_repeated(count)}"))
+        text = _repeated(count) if key is not None else _REPEATED_INSIDE
+        problems.append(_invalid(f"{where}, key {_key_path(path if key is None else path + (key,))}: {text}"))
     return problems
 
 
-def _duplicates(root: Any) -> list[tuple[KeyPath, str, int]]:
-    """Every repeated key below root, in document order, as (path of its object, key, count)."""
-    found: list[tuple[KeyPath, str, int]] = []
+def _duplicates(
+    root: Any, *, sensitive: frozenset[str] = frozenset(), sensitive_top: frozenset[str] = frozenset()
+) -> list[tuple[KeyPath, str | None, int]]:
+    """Every repeated key below root, in document order, as (path of its object, key, count).
+
+    The walk never enters the value of a key in `sensitive` (any depth) or `sensitive_top` (root's
+    own keys), compared case-insensitively: a repeat anywhere inside one is reported once, as
+    (path of that key, None, 0), so no key below it is ever named."""
+    found: list[tuple[KeyPath, str | None, int]] = []
     # An explicit stack: json.loads accepts nesting deeper than a recursive walk could.
     stack: list[tuple[KeyPath, Any]] = [((), root)]
     while stack:
@@ -544,9 +569,33 @@ def _duplicates(root: Any) -> list[tuple[KeyPath, str, int]]:
             children = node.items()
         elif isinstance(node, list):
             children = enumerate(node)
-        nested = [(path + (key,), value) for key, value in children if isinstance(value, dict | list)]
+        nested: list[tuple[KeyPath, Any]] = []
+        for key, value in children:
+            if not isinstance(value, dict | list):
+                continue
+            if isinstance(key, str) and (
+                key.casefold() in sensitive or (not path and key.casefold() in sensitive_top)
+            ):
+                if _repeats_inside(value):
+                    found.append((path + (key,), None, 0))
+                continue
+            nested.append((path + (key,), value))
         stack.extend(reversed(nested))
     return found
+
+
+def _repeats_inside(root: Any) -> bool:
+    """Whether any object at or below root repeats a key."""
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, _Object):
+            return True
+        if isinstance(node, dict):
+            stack.extend(v for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, dict | list))
+    return False
 
 
 def _repeated(count: int) -> str:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .bundle import BundleReading
 from .certinfo import CertInfo, describe
-from .chain import Diagnosis, Inputs, Link, Pool, diagnose, is_self_signed
+from .chain import Diagnosis, Inputs, Link, Pool, diagnose, find_paths, is_self_signed
 from .pathcheck import expiring_soon, hostname_problems
 from .report import ChainEntry, Code, Problem, Result, Role, Severity, Source, reduce_to_constructor
 from .roots import RootStore
@@ -398,13 +403,19 @@ def _order_problems(diagnosis: Diagnosis, positions: dict[str, int], leaf: CertI
     ]
 
 
+# How client_cert_problems names the file: its path is a value under `secrets`, never printed.
+_CLIENT_CERT_FILE = "the client certificate file (secrets.client_cert)"
+
+
 def client_cert_problems(reading: BundleReading, now: datetime, warn_days: int) -> list[Problem]:
-    """A client_cert keycertchain: key, client certificate, its CA chain. Keys are only counted."""
-    label = f"client certificate file {reading.path}"
+    """A client_cert keycertchain: key, client certificate (the first certificate), its CA chain.
+
+    The key is counted and checked against the client certificate's public key, never shown; the
+    file's path is a secrets value, so no message names it."""
+    label = _CLIENT_CERT_FILE
     if not reading.readable:
-        bundle_label = f"bundle {reading.path}: "  # the reader's own wording, which names it a bundle
         return [
-            Problem(Code.CLIENT_CERT_INVALID, Severity.ERROR, f"{label}: {p.message.removeprefix(bundle_label)}")
+            Problem(Code.CLIENT_CERT_INVALID, Severity.ERROR, f"{label}: {_without_path(p.message, reading.path)}")
             for p in reading.problems
             if p.code is Code.BUNDLE_UNREADABLE
         ]
@@ -418,23 +429,38 @@ def client_cert_problems(reading: BundleReading, now: datetime, warn_days: int) 
                 f"{label}: holds {reading.private_key_count} private keys, expected exactly one",
             )
         )
-    client = next((c for c in certs if c.is_end_entity), certs[0] if certs else None)
-    if client is None:
+    if not certs:
         out.append(Problem(Code.CLIENT_CERT_INVALID, Severity.ERROR, f"{label}: holds no certificate"))
         return out
-    for cert in certs:
+    client = certs[0]  # key, then the client certificate, then its CA chain
+    if reading.private_key_count == 1:
+        key_problem = reading.derived("engine.client_key", _client_key_problem)
+        if key_problem:
+            out.append(
+                Problem(Code.CLIENT_CERT_INVALID, Severity.ERROR, f"{label}: {key_problem}", client.subject)
+            )
+    for index, cert in enumerate(certs):
+        role = _client_chain_role(index, cert)
         if now > cert.not_after:
             out.append(
                 Problem(
                     Code.EXPIRED,
                     Severity.ERROR,
-                    f"{label}: {cert.subject} expired on {cert.not_after:%Y-%m-%d}",
+                    f"{label}: {role} {cert.subject} expired on {cert.not_after:%Y-%m-%d}",
                     cert.subject,
                 )
             )
-    out.extend(replace(p, message=f"{label}: {p.message}") for p in expiring_soon([client], now, warn_days))
-    from .chain import Pool, find_paths
-
+    if now <= client.not_after <= now + timedelta(days=warn_days):
+        days = (client.not_after - now).days
+        out.append(
+            Problem(
+                Code.EXPIRING_SOON,
+                Severity.WARNING,
+                f"{label}: the client certificate {client.subject} expires on "
+                f"{client.not_after:%Y-%m-%d %H:%M} UTC (in {days} days)",
+                client.subject,
+            )
+        )
     search = find_paths(Link(client, Source.BUNDLE), Pool(Link(c, Source.BUNDLE) for c in certs))
     if len(certs) > 1 and not search.complete and not any(len(p) > 1 for p in search.dead_ends):
         out.append(
@@ -446,6 +472,47 @@ def client_cert_problems(reading: BundleReading, now: datetime, warn_days: int) 
             )
         )
     return out
+
+
+def _without_path(message: str, path: str) -> str:
+    """The bundle reader's sentence about the file without its path ("bundle PATH: " starts it); a
+    sentence still naming the path elsewhere is replaced by a plain one."""
+    text = message.removeprefix(f"bundle {path}: ")
+    if re.search(rf"(?<![\w./-]){re.escape(path)}(?![\w./-])", text):
+        return "cannot be read"
+    return text
+
+
+def _client_chain_role(index: int, cert: CertInfo) -> str:
+    """The first certificate of a keycertchain is the client's own; then its CA chain up to a root."""
+    if index == 0:
+        return "the client certificate"
+    return "its root CA certificate" if is_self_signed(cert) else "its intermediate CA certificate"
+
+
+def _client_key_problem(reading: BundleReading) -> str | None:
+    """Why the keycertchain's one private key does not go with its first certificate, or None when it
+    does or cannot be told (an encrypted key, an algorithm cryptography lacks). The reading keeps only
+    the digest of the key's public half, compared here with the certificate's."""
+    keys = ("private_key", "encrypted_private_key")
+    digests = [block.key_public_sha256 for block in reading.blocks if block.kind in keys]
+    certs = reading.certificates()
+    if len(digests) != 1 or digests[0] is None or not certs:
+        return None
+    if not digests[0]:
+        return "its private key cannot be decoded (the key is not shown)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            spki = certs[0].public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    except (ValueError, UnsupportedAlgorithm):
+        return None  # the certificate's own key cannot be read here: nothing to compare with
+    if hashlib.sha256(spki).hexdigest() != digests[0]:
+        return (
+            "its private key does not belong to the client certificate (the first certificate after "
+            "the key): their public keys differ, so a TLS client cannot use them together"
+        )
+    return None
 
 
 def _entry(link: Link, index: int, length: int, has_leaf: bool) -> ChainEntry:

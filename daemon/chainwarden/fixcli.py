@@ -28,7 +28,7 @@ from .config import Config
 from .connections import MAX_CONNECTION_JSON_BYTES
 from .engine import Presented
 from .fixer import FilePlan, IssuerFinder, needs_fix, plan_file
-from .outbox import OutboxError, output_json_path, remember_source, write_plan
+from .outbox import OutboxError, output_json_path, plan_target, remember_source, write_plan
 from .regularfile import read_regular
 from .render import plural
 from .report import Result, Severity, Verdict, iso_utc, overall_exit_code
@@ -56,15 +56,21 @@ def build_plans(
     offline: bool,
     outbox: str,
 ) -> tuple[list[FilePlan], list[Result], list[Result]]:
-    """(plans, the results as the connections are now, the results once the planned bundles are in place)."""
+    """(plans, the results as the connections are now, the results once the planned bundles are in place).
+
+    With `connection`, only that connection is planned, but every connection of each file holding it
+    is verified and reported: the resubmission JSON carries the whole file. A file that could not be
+    read far enough to tell whether it holds the connection is reported with its own errors."""
     from .cli import UsageError
 
     inputs = read_inputs(files, now=now)
-    connections = selected(inputs, connection)
-    if connection and not connections:
-        raise UsageError(f"no connection named {connection!r} in {', '.join(files)}")
+    if connection:
+        inputs.files = [f for f in inputs.files if f.names is None or connection in f.names]
+        if not inputs.files:
+            raise UsageError(f"no connection named {connection!r} in {', '.join(files)}")
+    connections = selected(inputs, None)
     presented = presented_chains(connections, config, offline=offline)
-    results = evaluate_pass(inputs, presented, now, config, connection_name=connection)
+    results = evaluate_pass(inputs, presented, now, config)
     store = load_root_store(config.regenerate_trusted_roots)
     finder = issuer_finder(config)
     # Cached chains (ChainLookup) are found by (host, port) and loaded on demand; probes by (host, port, sni).
@@ -98,7 +104,7 @@ def build_plans(
                 only=connection,
             )
         )
-    after = results_after(plans, results, inputs, presented, now, config, outbox=outbox, connection=connection)
+    after = results_after(plans, results, inputs, presented, now, config, outbox=outbox)
     return plans, results, after
 
 
@@ -111,7 +117,6 @@ def results_after(
     config: Config,
     *,
     outbox: str,
-    connection: str | None,
 ) -> list[Result]:
     """The results as they will be once the planned bundles are in place: every connection a plan moves
     to a new bundle, and every connection sharing a bundle with one (whether a certificate is unrelated
@@ -141,7 +146,7 @@ def results_after(
     bundles = LazyBundles(read_bundle_file)
     bundles.update(inputs.bundles)
     bundles.update(readings)
-    again = evaluate_pass(PassInputs(files, bundles), presented, now, config, connection_name=connection, only=only)
+    again = evaluate_pass(PassInputs(files, bundles), presented, now, config, only=only)
     by_key = {(r.file, r.connection): r for r in again}
     return [by_key.get((r.file, r.connection), r) if r.connection is not None else r for r in results]
 
@@ -157,6 +162,7 @@ def run_fix(args: argparse.Namespace, config: Config) -> int:
     for plan in plans:
         entry = _plan_json(plan, outbox)
         entry["unfixable"] = _unfixable(plan, results)
+        entry["not_planned"] = _not_planned(plan, results, args.connection)
         entry["remaining"] = _remaining(plan, after)
         if args.write and plan.changes:
             try:
@@ -171,7 +177,7 @@ def run_fix(args: argparse.Namespace, config: Config) -> int:
     if args.format == "json":
         print(json.dumps({"files": outputs}, indent=2))
     else:
-        print(_text(outputs, plans, outbox, args.write, after, write_failed), end="")
+        print(_text(outputs, plans, outbox, args.write, after, write_failed, args.connection), end="")
     return _exit_code(plans, after, write_failed)
 
 
@@ -195,25 +201,36 @@ def _unfixable(plan: FilePlan, results: list[Result]) -> list[dict[str, str]]:
     return out
 
 
+def _not_planned(plan: FilePlan, results: list[Result], connection: str | None) -> list[str]:
+    """With --connection: the file's other connections a new bundle could mend, left as they are."""
+    if connection is None:
+        return []
+    return [
+        r.connection
+        for r in results
+        if r.file == plan.source and r.connection is not None and r.connection != connection and needs_fix(r)
+    ]
+
+
 def _remaining(plan: FilePlan, after: list[Result]) -> list[dict[str, str | None]]:
-    """What is still wrong once the planned bundles are in place, beyond what `failures` and
-    `unfixable` list: every warning (fix leaves warnings to the operator), and any error left on a
-    connection the plan moves to a new bundle."""
+    """Everything still wrong once the planned bundles are in place: each error and warning of every
+    connection of the file, and of the file itself (errors first). It is what the summary counts and
+    the exit code stands for; `failures` and `unfixable` say why an error could not be mended."""
     out: list[dict[str, str | None]] = []
-    for result in after:
-        if result.file != plan.source:
-            continue
-        moved = result.connection in plan.server_certs
-        for problem in result.problems:
-            if problem.severity is Severity.WARNING or (moved and problem.severity is Severity.ERROR):
-                out.append(
-                    {
-                        "connection": result.connection,
-                        "severity": problem.severity.value,
-                        "code": problem.code.value,
-                        "message": problem.message,
-                    }
-                )
+    for severity in (Severity.ERROR, Severity.WARNING):
+        for result in after:
+            if result.file != plan.source:
+                continue
+            out.extend(
+                {
+                    "connection": result.connection,
+                    "severity": problem.severity.value,
+                    "code": problem.code.value,
+                    "message": problem.message,
+                }
+                for problem in result.problems
+                if problem.severity is severity
+            )
     return out
 
 
@@ -227,7 +244,7 @@ def _exit_code(plans: list[FilePlan], after: list[Result], write_failed: bool) -
 
 
 def _plan_json(plan: FilePlan, outbox: str) -> dict[str, object]:
-    output = output_json_path(outbox, plan.source)
+    output = plan_target(plan, outbox)[0]  # the file that carries the plan, written now or before
     return {
         "source": plan.source,
         "output": output if plan.changes else None,
@@ -261,6 +278,7 @@ def _text(
     write: bool,
     after: list[Result],
     write_failed: bool,
+    connection: str | None = None,
 ) -> str:
     lines: list[str] = []
     for entry, plan in zip(outputs, plans, strict=True):
@@ -271,6 +289,12 @@ def _text(
         unfixable = entry.get("unfixable", [])
         for item in unfixable if isinstance(unfixable, list) else []:
             lines.append(f"  not fixable by a bundle: {item['connection']}: {item['reason']}")
+        not_planned = entry.get("not_planned")
+        if isinstance(not_planned, list) and not_planned:
+            lines.append(
+                f"  left broken (only {connection} is fixed with --connection; the resubmission carries them "
+                f"as they are): {_names(not_planned)}"
+            )
         if not plan.changes:
             lines.append("  nothing to change" if not plan.failures else "  nothing written for this file")
             lines.extend(_remaining_text(entry.get("remaining")))
@@ -310,14 +334,16 @@ def _remaining_text(remaining: object) -> list[str]:
     grouped: dict[tuple[str, str], list[str]] = {}
     for item in remaining if isinstance(remaining, list) else []:
         grouped.setdefault((item["severity"], item["code"]), []).append(item["connection"] or "(file)")
-    lines = []
-    for (severity, code), names in grouped.items():
-        names = list(dict.fromkeys(names))
-        shown = ", ".join(names[:NAMES_SHOWN])
-        if len(names) > NAMES_SHOWN:
-            shown += f" and {len(names) - NAMES_SHOWN} more"
-        lines.append(f"  remains: {severity} {code} ({shown})")
-    return lines
+    return [f"  remains: {severity} {code} ({_names(names)})" for (severity, code), names in grouped.items()]
+
+
+def _names(names: list[str]) -> str:
+    """ "a, b, c" with at most NAMES_SHOWN names, then "and N more"."""
+    names = list(dict.fromkeys(names))
+    shown = ", ".join(names[:NAMES_SHOWN])
+    if len(names) > NAMES_SHOWN:
+        shown += f" and {len(names) - NAMES_SHOWN} more"
+    return shown
 
 
 def _after_summary(after: list[Result], changes: bool) -> str:

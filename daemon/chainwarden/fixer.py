@@ -9,7 +9,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -68,7 +68,7 @@ class BundlePlan:
     certificates: tuple[CertInfo, ...]
     added: tuple[tuple[CertInfo, str], ...]  # (certificate, origin)
     dropped: tuple[tuple[CertInfo, str], ...]  # (certificate, reason)
-    connections: tuple[str, ...]
+    connections: tuple[str, ...]  # the connections it replaces `source` for
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,7 +407,6 @@ def plan_file(
                 if kept:
                     paths.append((conn.name, kept, tuple("bundle" for _ in kept)))
         plan = compose_bundle(bundle_path, bundles[bundle_path], paths, now, include_leaf=include_leaf)
-        plans.append(plan)
         target = os.path.join(outbox, plan.file_name)
         # The new bundle replaces the shared one for every connection whose whole path it is known to
         # carry (left behind, each would see the others' certificates as unrelated); not for one whose
@@ -415,6 +414,9 @@ def plan_file(
         moved = set(fixed)
         if only is None:
             moved |= {conn.name for conn in conns if _verified_complete(by_name.get(conn.name))}
+        # The plan names the connections it moves, not every one whose path it carries (those stay put).
+        plan = replace(plan, connections=tuple(name for name in plan.connections if name in moved))
+        plans.append(plan)
         for conn in conns:
             if conn.name in moved:
                 relative = not os.path.isabs(conn.server_cert)

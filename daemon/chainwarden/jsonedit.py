@@ -74,42 +74,97 @@ def locate_values(text: str) -> tuple[Span | None, dict[str, Span]]:
 # Top-level keys whose values are credentials (an Azure SAS URL's sig= query is a token).
 SENSITIVE_TOP_LEVEL_KEYS = frozenset({"blob_sas_url"})
 MASK = '"<redacted>"'
+# A URL scheme followed by "://" (RFC 3986), at the start of a decoded baseurl.
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+_SIMPLE_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 
 def sensitive_spans(text: str) -> list[Span]:
-    """Every scalar token (string, number, true, false, null) of a sensitive value, in document order:
-    each value under any connection's "secrets" object (the secrets' own key names stay visible; a
-    "secrets" that is not an object is masked whole) and the top-level "blob_sas_url" value. Keys match
+    """Every sensitive piece of the document, in document order: each scalar token (string, number,
+    true, false, null) of a value under any connection's "secrets" object (the secrets' own key names
+    stay visible; a "secrets" that is not an object is masked whole), of the top-level "blob_sas_url"
+    value, and, inside the string token of every connection's "baseurl", its user information (before
+    the host's "@") and everything from its "?" or "#" on (a query may carry sig=, code=, token=...):
+    those spans lie inside the token, so its quotes, scheme, host, port and path stay. Keys match
     case-insensitively and repeated keys all count, so no spelling of a key lets its value through.
-    Only tokens are listed, never the whitespace between them: masking keeps every line break.
+    Only tokens (or parts of one) are listed, never the whitespace between them: masking keeps every
+    line break.
 
     Raises ValueError when the text is not a JSON object the tokenizer can walk.
     """
-    start = _skip_whitespace(text, 1 if text.startswith("\ufeff") else 0)
-    if _char(text, start) != "{":
-        raise ValueError("the top level of the connection JSON is not an object")
-    spans: list[Span] = []
-    for member in _members(text, start):
-        key = member.key.casefold()
-        if key in SENSITIVE_TOP_LEVEL_KEYS:
-            spans += _scalar_tokens(text, member.value_span)
-        elif key == "external_connections":
-            for connection in _objects_members(text, member.value_span):
-                for field in _objects_members(text, connection.value_span):
-                    if field.key.casefold() != "secrets":
-                        continue
-                    if _char(text, field.value_span.start) == "{":
-                        for secret in _members(text, field.value_span.start):
-                            spans += _scalar_tokens(text, secret.value_span)
-                    else:
-                        spans += _scalar_tokens(text, field.value_span)
-    return spans
+    return [span for span, _ in _sensitive_pieces(text)]
 
 
 def mask_sensitive(text: str, mask: str = MASK) -> str:
-    """The text with every token of `sensitive_spans` replaced by `mask`, everything else as it was
-    (so two versions of a document masked alike differ only where they really differ)."""
-    return _splice(text, [_Edit(span, mask) for span in sensitive_spans(text)])
+    """The text with every span of `sensitive_spans` replaced by `mask` (a whole token), or by `mask`
+    without its quotes (a piece inside a string token), everything else as it was (so two versions of
+    a document masked alike differ only where they really differ)."""
+    inner = mask[1:-1] if len(mask) >= 2 and mask.startswith('"') and mask.endswith('"') else mask
+    return _splice(text, [_Edit(span, inner if part else mask) for span, part in _sensitive_pieces(text)])
+
+
+def _sensitive_pieces(text: str) -> list[tuple[Span, bool]]:
+    """(span, whether it is a piece inside a string token) for every sensitive span, in document order."""
+    start = _skip_whitespace(text, 1 if text.startswith("\ufeff") else 0)
+    if _char(text, start) != "{":
+        raise ValueError("the top level of the connection JSON is not an object")
+    pieces: list[tuple[Span, bool]] = []
+    for member in _members(text, start):
+        key = member.key.casefold()
+        if key in SENSITIVE_TOP_LEVEL_KEYS:
+            pieces += [(span, False) for span in _scalar_tokens(text, member.value_span)]
+        elif key == "external_connections":
+            for connection in _objects_members(text, member.value_span):
+                for field in _objects_members(text, connection.value_span):
+                    name = field.key.casefold()
+                    if name == "baseurl" and _char(text, field.value_span.start) == '"':
+                        pieces += [(span, True) for span in _url_credential_spans(text, field.value_span)]
+                    if name != "secrets":
+                        continue
+                    if _char(text, field.value_span.start) == "{":
+                        for secret in _members(text, field.value_span.start):
+                            pieces += [(span, False) for span in _scalar_tokens(text, secret.value_span)]
+                    else:
+                        pieces += [(span, False) for span in _scalar_tokens(text, field.value_span)]
+    return pieces
+
+
+def _url_credential_spans(text: str, token: Span) -> list[Span]:
+    """Inside the JSON string token of a URL: the user information (scheme://USER:PASSWORD@host) and
+    everything after the first "?" or "#" (query and fragment), as spans of the raw text (escapes
+    such as \\u0040 or \\/ are read as what they stand for)."""
+    decoded, offsets = _decode_with_offsets(text, token)
+    scheme = _URL_SCHEME.match(decoded)
+    begin = scheme.end() if scheme else (2 if decoded.startswith("//") else 0)
+    authority_end = next((i for i in range(begin, len(decoded)) if decoded[i] in "/?#\\"), len(decoded))
+    spans = []
+    at = decoded.rfind("@", begin, authority_end)
+    if at > begin:
+        spans.append(Span(offsets[begin], offsets[at]))
+    query = next((i for i in range(begin, len(decoded)) if decoded[i] in "?#"), -1)
+    if 0 <= query < len(decoded) - 1:
+        spans.append(Span(offsets[query + 1], offsets[len(decoded)]))
+    return spans
+
+
+def _decode_with_offsets(text: str, token: Span) -> tuple[str, list[int]]:
+    """The string token's characters and, for each, its offset in text (plus one past the last)."""
+    chars: list[str] = []
+    offsets: list[int] = []
+    pos, end = token.start + 1, token.end - 1
+    while pos < end:
+        offsets.append(pos)
+        if text[pos] != "\\":
+            chars.append(text[pos])
+            pos += 1
+        elif text[pos + 1] == "u":
+            chars.append(chr(int(text[pos + 2 : pos + 6], 16)))
+            pos += 6
+        else:
+            chars.append(_SIMPLE_ESCAPES.get(text[pos + 1], text[pos + 1]))
+            pos += 2
+    offsets.append(end)
+    return "".join(chars), offsets
 
 
 def _objects_members(text: str, span: Span) -> list[_Member]:
