@@ -538,3 +538,176 @@ def test_journald_log_format(site):
     assert lines and all(line[0] == "<" and line[2] == ">" for line in lines), lines
     change = next(line for line in lines if "missing_intermediate" in line)
     assert change.startswith("<4>") and not change[3:7].isdigit()  # warning priority, no timestamp
+
+
+class StartupRegenSite:
+    """Three connections sharing a bundle that holds only their root (fixable only once the leaf is
+    known: the endpoint presents the intermediate), and one whose own bundle lacks its root (fixable
+    from the bundle alone); an empty state folder, so the first pass knows no leaf; a submit command
+    that appends the server_cert values of the JSON it is given to a log, one line per submission."""
+
+    def __init__(self, root: Path, *, probe: bool = True) -> None:
+        self.shared_pki = pkigen.three_tier(HOST, label="Startup Shared")
+        self.own_pki = pkigen.three_tier(HOST, label="Startup Own")
+        self.servers = [
+            tls_server(self.shared_pki.leaf, self.shared_pki.intermediate),
+            tls_server(self.own_pki.leaf, self.own_pki.intermediate),
+        ]
+        for name in ("conns", "pki", "roots"):
+            (root / name).mkdir()
+        (root / "roots" / "roots.pem").write_bytes(pkigen.pem_bundle(self.shared_pki.root, self.own_pki.root))
+        (root / "pki" / "shared.pem").write_bytes(self.shared_pki.root.pem)
+        (root / "pki" / "own.pem").write_bytes(self.own_pki.intermediate.pem)
+        shared_url, own_url = (f"https://{HOST}:{server.port}" for server in self.servers)
+        self.json = root / "conns" / "prod.json"
+        self.json.write_text(
+            json.dumps(
+                {
+                    "apply_at": "2026-01-01T09:30:00+00:00",
+                    "external_connections": {
+                        **{
+                            name: {"baseurl": shared_url, "server_cert": str(root / "pki" / "shared.pem")}
+                            for name in ("erp", "crm", "plm")
+                        },
+                        "hr": {"baseurl": own_url, "server_cert": str(root / "pki" / "own.pem")},
+                    },
+                },
+                indent=2,
+            )
+        )
+        self.log = root / "submitted.log"
+        script = (
+            "import json,sys; c=json.load(open(sys.argv[1]))['external_connections']; "
+            "open(sys.argv[2],'a').write(json.dumps({n: v['server_cert'] for n, v in sorted(c.items())})+'\\n')"
+        )
+        submit = json.dumps([sys.executable, "-c", script, "{json}", str(self.log)])
+        self.outbox = root / "outbox"
+        self.config = root / "cw.toml"
+        self.config.write_text(
+            f'[watch]\nconnections = ["{root / "conns"}"]\n[metrics]\nlisten = "127.0.0.1:{free_port()}"\n'
+            f'[state]\ndir = "{root / "state"}"\n'
+            f'[verify]\ntimeout = "5s"\nprobe = {"true" if probe else "false"}\ntrusted_roots = "{root / "roots"}"\n'
+            f'[regenerate]\nenabled = true\ntrusted_roots = "{root / "roots"}"\noutbox = "{self.outbox}"\n'
+            f"submit_command = {submit}\n"
+        )
+
+    def submissions(self) -> list[dict[str, str]]:
+        try:
+            return [json.loads(line) for line in self.log.read_text().splitlines()]
+        except FileNotFoundError:
+            return []
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+def test_startup_regenerates_and_submits_once_from_probed_chains(tmp_path):
+    """The fast first pass (no leaf known yet: an empty state folder) neither writes nor submits a plan:
+    only the probed pass does, once, with every connection the probe showed fixable."""
+    site = StartupRegenSite(tmp_path)
+    try:
+        with DaemonProcess(site.config) as daemon:
+            labels = {"file": str(site.json)}
+            daemon.wait_value("chainwarden_submit_last_success", 1.0, **labels)
+            for name in ("erp", "crm", "plm", "hr"):
+                assert daemon.value("chainwarden_endpoint_probe_success", connection=name, **labels) == 1.0
+            (submitted,) = site.submissions()  # one submission, not an incomplete one first
+            outbox_bundles = {name: path for name, path in submitted.items() if Path(path).parent == site.outbox}
+            assert set(outbox_bundles) == {"erp", "crm", "plm", "hr"}, submitted
+            for name in ("erp", "crm", "plm", "hr"):
+                written = daemon.value("chainwarden_bundle_regenerations_total", connection=name, outcome="written")
+                assert written == 1.0, (name, written)
+            assert daemon.value("chainwarden_submissions_total", outcome="success", **labels) == 1.0
+            (json_out,) = site.outbox.glob("*.resubmit.json")
+            assert Path(f"{json_out}.submitted").exists()
+            # Later passes (a schedule, a change) find the plan already submitted: nothing more is written.
+            daemon.signal(signal.SIGHUP)
+            daemon.wait_for(
+                lambda: (
+                    daemon.value("chainwarden_bundle_regenerations_total", connection="hr", outcome="unchanged") == 1.0
+                ),
+                "the reload's pass finding the submitted plan unchanged",
+            )
+            assert len(site.submissions()) == 1 and len(list(site.outbox.glob("*.resubmit.json"))) == 1
+    finally:
+        site.close()
+
+
+def test_without_probing_the_first_pass_regenerates(tmp_path):
+    """With [verify] probe = false no probe ever comes, so the first pass regenerates and submits:
+    the connection fixable from its bundle alone, once."""
+    site = StartupRegenSite(tmp_path, probe=False)
+    try:
+        with DaemonProcess(site.config) as daemon:
+            labels = {"file": str(site.json)}
+            daemon.wait_value("chainwarden_submit_last_success", 1.0, **labels)
+            (submitted,) = site.submissions()
+            assert Path(submitted["hr"]).parent == site.outbox
+            assert all(Path(submitted[name]) == tmp_path / "pki" / "shared.pem" for name in ("erp", "crm", "plm"))
+            assert daemon.value("chainwarden_bundle_regenerations_total", connection="hr", outcome="written") == 1.0
+            assert daemon.value("chainwarden_submissions_total", outcome="success", **labels) == 1.0
+    finally:
+        site.close()
+
+
+def test_daemon_never_rewrites_a_submitted_resubmission(tmp_path):
+    """A newer plan for a source whose resubmission was submitted goes under the next revision's name and
+    is submitted in turn; the submitted JSON and its .submitted marker stay as they were."""
+    site = StartupRegenSite(tmp_path)
+    try:
+        with DaemonProcess(site.config) as daemon:
+            labels = {"file": str(site.json)}
+            daemon.wait_value("chainwarden_submissions_total", 1.0, outcome="success", **labels)
+            (first,) = site.outbox.glob("*.resubmit.json")
+            submitted = first.read_bytes()
+            marker = Path(f"{first}.submitted").read_bytes()
+            # A fifth connection breaks (its bundle lacks the root): the plan for the source changes.
+            (tmp_path / "pki" / "wiki.pem").write_bytes(site.own_pki.intermediate.pem)
+            doc = json.loads(site.json.read_text())
+            doc["external_connections"]["wiki"] = {
+                **doc["external_connections"]["hr"],
+                "server_cert": str(tmp_path / "pki" / "wiki.pem"),
+            }
+            tmp = site.json.with_suffix(".tmp")
+            tmp.write_text(json.dumps(doc, indent=2))
+            os.replace(tmp, site.json)
+            daemon.wait_value("chainwarden_submissions_total", 2.0, outcome="success", **labels)
+            second = first.with_name(first.name.replace(".resubmit.json", "-r2.resubmit.json"))
+            assert sorted(site.outbox.glob("*.resubmit.json")) == sorted([first, second])
+            assert first.read_bytes() == submitted and Path(f"{first}.submitted").read_bytes() == marker
+            assert Path(f"{second}.submitted").exists()
+            assert [set(s) for s in site.submissions()] == [{"erp", "crm", "plm", "hr"}, {*doc["external_connections"]}]
+            assert Path(site.submissions()[1]["wiki"]).parent == site.outbox
+            daemon.wait_for(
+                lambda: daemon.value("chainwarden_pending_apply_at_timestamp_seconds", **labels) is None,
+                "nothing pending once the newer plan was submitted",
+            )
+    finally:
+        site.close()
+
+
+def test_pending_resubmission_of_the_same_plan_is_submitted_once(tmp_path):
+    """A resubmission already waiting unsubmitted with the very plan the daemon makes (written by
+    `fix --write`, or by a run stopped before it could submit) is submitted, once, without a rewrite."""
+    site = StartupRegenSite(tmp_path)
+    try:
+        fix = subprocess.run(
+            [sys.executable, "-m", "chainwarden", "fix", str(site.json), "--config", str(site.config), "--write"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert fix.returncode == 0, fix.stdout + fix.stderr
+        (pending,) = site.outbox.glob("*.resubmit.json")
+        written = pending.read_bytes()
+        with DaemonProcess(site.config) as daemon:
+            labels = {"file": str(site.json)}
+            daemon.wait_value("chainwarden_submissions_total", 1.0, outcome="success", **labels)
+            assert daemon.value("chainwarden_bundle_regenerations_total", connection="hr", outcome="written") == 0.0
+            assert pending.read_bytes() == written and Path(f"{pending}.submitted").exists()
+            daemon.signal(signal.SIGHUP)  # a reload's pass: already submitted, nothing more
+            daemon.wait_value("chainwarden_bundle_regenerations_total", 2.0, connection="hr", outcome="unchanged")
+            assert len(site.submissions()) == 1
+    finally:
+        site.close()

@@ -30,10 +30,57 @@ class OutboxError(Exception):
     """Writing into the outbox failed; nothing partial was left behind."""
 
 
-def output_json_path(outbox: str, source: str) -> str:
-    """One stable name per source file: a newer plan supersedes an unsubmitted older one."""
+RESUBMIT_SUFFIX = ".resubmit.json"
+# A later revision of a source's resubmission: "<stem>-<digest>-r<n>.resubmit.json" (n >= 2). No other
+# source's name can match: every first name ends in "-<8 hex digits>.resubmit.json", and hex has no "r".
+_REVISION = re.compile(r"-r([0-9]+)\.resubmit\.json$")
+
+
+def first_json_path(outbox: str, source: str) -> str:
+    """The name of a source's first resubmission JSON (revision 1)."""
     digest = hashlib.sha256(os.path.abspath(source).encode()).hexdigest()[:8]
-    return os.path.join(outbox, f"{Path(source).stem}-{digest}.resubmit.json")
+    return os.path.join(outbox, f"{Path(source).stem}-{digest}{RESUBMIT_SUFFIX}")
+
+
+def revision_path(outbox: str, source: str, revision: int) -> str:
+    first = first_json_path(outbox, source)
+    return first if revision <= 1 else f"{first[: -len(RESUBMIT_SUFFIX)]}-r{revision}{RESUBMIT_SUFFIX}"
+
+
+def revision_of(json_path: str) -> int:
+    found = _REVISION.search(os.path.basename(json_path))
+    return int(found.group(1)) if found else 1
+
+
+def latest_json_path(outbox: str, source: str) -> str | None:
+    """The source's resubmission JSON of the highest revision in the outbox (None when there is none)."""
+    first = first_json_path(outbox, source)
+    prefix = os.path.basename(first)[: -len(RESUBMIT_SUFFIX)]
+    latest = first if os.path.lexists(first) else None
+    try:
+        names = os.listdir(outbox)
+    except OSError:
+        return latest
+    best = 1
+    for name in names:
+        if not name.startswith(prefix + "-r"):
+            continue
+        found = _REVISION.search(name)
+        if found and name == f"{prefix}-r{found.group(1)}{RESUBMIT_SUFFIX}" and int(found.group(1)) > best:
+            best, latest = int(found.group(1)), os.path.join(outbox, name)
+    return latest
+
+
+def output_json_path(outbox: str, source: str) -> str:
+    """Where the next plan for `source` goes: one stable name per source, so a newer plan supersedes an
+    unsubmitted older one (pending or obsolete); a submitted one is never touched again, so once the
+    latest was submitted the next plan takes the next revision's name ("...-r2.resubmit.json")."""
+    latest = latest_json_path(outbox, source)
+    if latest is None:
+        return first_json_path(outbox, source)
+    if is_submitted(latest):
+        return revision_path(outbox, source, revision_of(latest) + 1)
+    return latest
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,24 +107,42 @@ def already_pending(plan: FilePlan, json_path: str) -> bool:
     return all((Path(outbox) / b.file_name).is_file() for b in plan.bundles)
 
 
+def plan_target(plan: FilePlan, outbox: str) -> tuple[str, bool]:
+    """(the resubmission JSON that carries `plan`, whether writing it is due): the latest JSON of the
+    source when it already carries the plan, pending or submitted (False: a re-run writes nothing), else
+    where write_plan puts it (see output_json_path). What `fix` should show as its output."""
+    latest = latest_json_path(outbox, plan.source)
+    if plan.new_json is None:
+        return latest or first_json_path(outbox, plan.source), False
+    if latest is not None and already_pending(plan, latest) and (is_pending(latest) or is_submitted(latest)):
+        return latest, False
+    return output_json_path(outbox, plan.source), True
+
+
 def write_plan(plan: FilePlan, outbox: str) -> WriteOutcome:
-    """Bundles first (content-named, never overwriting one in use), then the JSON; each atomically."""
-    json_path = output_json_path(outbox, plan.source)
+    """Bundles first (content-named, never overwriting one in use), then the JSON; each atomically.
+
+    The JSON goes under the source's current name (see output_json_path): an unsubmitted older plan
+    there is superseded; a submitted one, and its marker, stay as they are (the record of what was
+    handed over), and a different plan takes the next revision's name. A plan the latest JSON already
+    carries, pending or submitted, writes nothing."""
+    latest = latest_json_path(outbox, plan.source)
+    json_path, due = plan_target(plan, outbox)
     if plan.new_json is None:
         return WriteOutcome(False, json_path, ())
-    if already_pending(plan, json_path) and is_pending(json_path):
-        return WriteOutcome(False, json_path, tuple(os.path.join(outbox, b.file_name) for b in plan.bundles))
+    bundle_targets = tuple(os.path.join(outbox, b.file_name) for b in plan.bundles)
+    if not due:
+        return WriteOutcome(False, json_path, bundle_targets)
     try:
         os.makedirs(outbox, mode=0o750, exist_ok=True)
-        bundle_paths = []
-        for bundle in plan.bundles:
-            target = os.path.join(outbox, bundle.file_name)
-            bundle_paths.append(target)
+        for bundle, target in zip(plan.bundles, bundle_targets, strict=True):
             if _same_content(target, bundle.content):
                 continue
             write_atomic(target, bundle.content, mode=0o644)
+        if is_submitted(json_path):  # submitted since it was chosen (a daemon's submit command): keep it
+            json_path = revision_path(outbox, plan.source, revision_of(json_path) + 1)
         write_atomic(json_path, plan.new_json, mode=_source_mode(plan.source))
-        clear_marks(json_path)  # a newer plan supersedes what was submitted or set aside before
+        _unmark(json_path, "obsolete")  # a newer plan supersedes what was set aside; never a submission
     except OSError as exc:
         raise OutboxError(f"outbox {outbox}: cannot write: {exc.strerror or exc}") from None
     for bundle in plan.bundles:
@@ -85,8 +150,10 @@ def write_plan(plan: FilePlan, outbox: str) -> WriteOutcome:
             log.info("bundle %s: added %s (from %s)", bundle.file_name, cert.subject, origin)
         for cert, reason in bundle.dropped:
             log.info("bundle %s: dropped %s (%s)", bundle.file_name, cert.subject, reason)
+    if latest is not None and latest != json_path:
+        log.info("%s was submitted and is kept as it is; the newer plan gets its own name", latest)
     log.info("resubmission %s written; apply_at %s", json_path, plan.apply_at_text or "-")  # as in the file
-    return WriteOutcome(True, json_path, tuple(bundle_paths))
+    return WriteOutcome(True, json_path, bundle_targets)
 
 
 def _same_content(path: str, content: bytes) -> bool:
@@ -136,6 +203,7 @@ def pending_resubmissions(outbox: str) -> dict[str, float]:
         entries = list(Path(outbox).glob("*.resubmit.json"))
     except OSError:
         return out
+    entries.sort(key=lambda entry: (revision_of(str(entry)), entry.name))  # a source's latest revision last
     for entry in entries:
         if not is_pending(str(entry)):
             continue
@@ -177,12 +245,16 @@ def mark(json_path: str, state: str) -> None:
     write_atomic(f"{json_path}.{state}", (stamp + "\n").encode(), mode=0o644)
 
 
-def clear_marks(json_path: str) -> None:
-    for state in MARKERS:
-        try:
-            os.unlink(f"{json_path}.{state}")
-        except FileNotFoundError:
-            pass
+def _unmark(json_path: str, state: str) -> None:
+    try:
+        os.unlink(f"{json_path}.{state}")
+    except FileNotFoundError:
+        pass
+
+
+def is_submitted(json_path: str) -> bool:
+    """The submit command took this JSON: it is the record of what was handed over, never rewritten."""
+    return os.path.lexists(f"{json_path}.submitted")
 
 
 def is_pending(json_path: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from .metrics import MetricsState
 from .outbox import (
     OutboxError,
     is_pending,
+    latest_json_path,
     mark,
     output_json_path,
     pending_resubmissions,
@@ -34,12 +36,28 @@ log = logging.getLogger("chainwarden.regenerate")
 
 
 class Regenerator:
-    def __init__(self, config: Config, metrics: MetricsState, clock: Callable[[], datetime]) -> None:
+    """Plans and writes in each pass; submits only once the daemon says no pass is about to follow.
+
+    A written resubmission waits in `ready` until `submit_ready`: the daemon calls it when nothing
+    else is queued, so a plan that a pass already underway is about to supersede is never handed over.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        metrics: MetricsState,
+        clock: Callable[[], datetime],
+        *,
+        ready: Mapping[str, tuple[str, float]] | None = None,
+    ) -> None:
         self.config = config
         self.metrics = metrics
         self.clock = clock
         self.finder = issuer_finder(config)
         self.needs_retry = False
+        # source -> (its resubmission JSON waiting to be submitted, since when: time.monotonic())
+        self.ready: dict[str, tuple[str, float]] = dict(ready or {}) if config.regenerate_submit_command else {}
+        self._attempted: set[str] = set()  # JSONs this process ran the submit command on, as they are now
         self._last_failure: dict[tuple[str, str], str] = {}
         self._failures: dict[tuple[str, str], str] = {}  # the last fix_failed reason logged per connection
         removed = remove_stale_temp_files(config.outbox)
@@ -112,17 +130,45 @@ class Regenerator:
                 continue
             if outcome.written:
                 remember_source(outcome.json_path, path)
+                self._attempted.discard(outcome.json_path)
             for name in plan.server_certs:
                 self._failures.pop((path, name), None)
                 self.metrics.count_regeneration(path, name, "written" if outcome.written else "unchanged")
-            if outcome.written and self.config.regenerate_submit_command:
-                ok, message = submit(self.config.regenerate_submit_command, outcome.json_path)
-                self.metrics.record_submission(path, ok)
-                (log.info if ok else log.error)("%s for %s", message, outcome.json_path)
-                if ok:
-                    mark(outcome.json_path, "submitted")
+            if self.config.regenerate_submit_command and is_pending(outcome.json_path):
+                # Written now, or this very plan already waiting unsubmitted (written by `fix --write`, or
+                # by an earlier run stopped before it could submit): handed over once no pass follows.
+                if outcome.written or outcome.json_path not in self._attempted:
+                    since = self.ready.get(path, ("", time.monotonic()))[1]
+                    self.ready[path] = (outcome.json_path, since)
         self.metrics.set_pending_apply_at(pending_resubmissions(outbox))
         return extra
+
+    def ready_since(self) -> float | None:
+        """time.monotonic() of the oldest resubmission waiting to be submitted (None: none waits)."""
+        return min((since for _, since in self.ready.values()), default=None)
+
+    def submit_ready(self) -> None:
+        """Run the submit command on each resubmission still waiting, if it is still its source's
+        current, unsubmitted plan (a later pass may have marked it obsolete or replaced it)."""
+        command = self.config.regenerate_submit_command
+        ready, self.ready = self.ready, {}
+        for source, (json_path, _) in sorted(ready.items()):
+            if not command or json_path in self._attempted or not is_pending(json_path):
+                continue
+            if latest_json_path(self.config.outbox, source) != json_path:
+                continue
+            self._attempted.add(json_path)
+            ok, message = submit(command, json_path)
+            self.metrics.record_submission(source, ok)
+            (log.info if ok else log.error)("%s for %s", message, json_path)
+            if ok:
+                try:
+                    mark(json_path, "submitted")
+                except OSError as exc:
+                    log.error("cannot mark %s submitted: %s", json_path, exc.strerror or exc)
+                    self.metrics.count_source_error("outbox")
+        if ready:
+            self.metrics.set_pending_apply_at(pending_resubmissions(self.config.outbox))
 
     def _log_failure(self, key: tuple[str, str], message: str) -> None:
         """Why a regeneration failed (metrics carry only the code): once per connection and reason."""

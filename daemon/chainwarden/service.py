@@ -53,6 +53,9 @@ DEBOUNCE_MAX_SECONDS = 0.3
 TRUNCATION_RETRIES = 6
 TRUNCATION_RETRY_SECONDS = 0.25
 HEALTH_CHECK_SECONDS = 5.0
+# A written resubmission is submitted once no other command waits (a pass about to follow could
+# supersede it), but never later than this, should changes keep arriving without a pause.
+SUBMIT_DEFER_MAX_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,10 @@ class Daemon:
         self._store: RootStore | None = None
         self._chain_cache = ChainCache(Path(config.state_dir) / "chains")
         self._evaluated_once = False
+        # Regeneration waits for chains the endpoints presented in this run: a plan from cached chains
+        # or bundles alone (the fast first pass) misses what only the probe shows, and would be
+        # superseded ~100 ms later by the probed pass.
+        self._probed = False
 
     # Lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -280,7 +287,9 @@ class Daemon:
             return
         from .regenerate import Regenerator
 
-        self.regenerator = Regenerator(self.config, self.metrics, self.clock)
+        # Resubmissions written but not yet submitted stay due across a reload.
+        ready = self.regenerator.ready if self.regenerator is not None else None
+        self.regenerator = Regenerator(self.config, self.metrics, self.clock, ready=ready)
 
     # Event intake (other threads) --------------------------------------------
     def _on_folders(self, folders: set[str]) -> None:
@@ -326,6 +335,28 @@ class Daemon:
             except Exception:  # noqa: BLE001 - the worker must survive any single failure
                 log.exception("verification failed unexpectedly; the daemon keeps running")
                 self.metrics.count_source_error("internal")
+            self._submit_when_settled()
+        waiting = self.regenerator.ready if self.regenerator is not None else {}
+        for json_path, _ in waiting.values():
+            log.info("stopping before %s was submitted: it stays pending; the next start submits it if due", json_path)
+
+    def _submit_when_settled(self) -> None:
+        """Submit the resubmissions the last passes wrote, once no command waits: a pass about to follow
+        (the probed pass after start-up, a burst of changes, a reload) could still supersede them."""
+        regenerator = self.regenerator
+        if regenerator is None or self._stopping.is_set() or self._stop_requested.is_set():
+            return
+        since = regenerator.ready_since()
+        if since is None:
+            return
+        if not self.commands.empty() and time.monotonic() - since < SUBMIT_DEFER_MAX_SECONDS:
+            return
+        self.heartbeat = time.monotonic()
+        try:
+            regenerator.submit_ready()
+        except Exception:  # noqa: BLE001 - submitting must never stop verification
+            log.exception("submitting a resubmission failed unexpectedly")
+            self.metrics.count_source_error("outbox")
 
     def _handle(self, command: Command) -> None:
         if command.kind == "stop":
@@ -392,6 +423,7 @@ class Daemon:
         self.probe_times = {e: t for e, t in self.probe_times.items() if e in live}
         if probe and self.config.verify_probe:
             self._probe(inventory.endpoints())
+            self._probed = True
         results = self._evaluate(None)
         if self._watcher is not None:
             self._rearm_watches()
@@ -593,7 +625,8 @@ class Daemon:
         self._settle_bundles()
         # Publish the verdicts first: alerting must never wait for AIA fetches or a submit command.
         self._publish(results, only, log_changes=True)
-        if self.regenerator is not None:
+        if self.regenerator is not None and (self._probed or not self.config.verify_probe):
+            # Only once the endpoints were probed (with probing off, no probe ever comes: at once).
             with_fixes = self._regenerate(results)
             if with_fixes is not results:
                 self._publish(with_fixes, only, log_changes=False)
