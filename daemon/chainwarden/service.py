@@ -222,7 +222,7 @@ class Daemon:
             force_polling=self.config.watch_force_polling,
             poll_interval=self.config.watch_poll_interval,
         )
-        self._watcher.start(self._watch_folders())
+        self._watcher.start(self._watch_folders(), private=self._private_folders())
         self.metrics.set_watch_mode(self._watcher.mode)
         self.metrics.set_reload(True, time.time())
         self._scheduler = BackgroundScheduler(timezone=UTC)
@@ -394,6 +394,13 @@ class Daemon:
             folders.add(os.path.dirname(bundle_path) or ".")
         return {os.path.abspath(f) for f in folders}
 
+    def _private_folders(self) -> set[str]:
+        """Folders named only by a secrets.client_cert path, which no log line may name."""
+        connections = [c for cf in self.inventory.files.values() for c in cf.connections]
+        public = {os.path.dirname(os.path.abspath(c.server_cert_path)) for c in connections}
+        private = {os.path.dirname(os.path.abspath(c.client_cert_path)) for c in connections if c.client_cert_path}
+        return private - public
+
     def connection_file_paths(self) -> list[str]:
         paths: list[str] = []
         for entry in self.config.watch_connections:
@@ -481,7 +488,7 @@ class Daemon:
         """Watch what the inventory now needs; rescan folders armed just now (writes may predate the watch)."""
         if self._watcher is None:
             return
-        armed = self._watcher.set_folders(self._watch_folders())
+        armed = self._watcher.set_folders(self._watch_folders(), private=self._private_folders())
         if armed:
             self._on_folders(armed)
 

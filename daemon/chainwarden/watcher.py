@@ -56,15 +56,16 @@ class Watcher:
         self._force_polling = force_polling
         self._poll_interval = poll_interval
         self._wanted: set[str] = set()
+        self._private: set[str] = set()  # folders no log line may name
         self._watches: dict[str, ObservedWatch] = {}
         self._observer: BaseObserver | None = None
         self.mode = "polling" if force_polling else "inotify"
         self.fallback_reason: str | None = None
 
-    def start(self, folders: Iterable[str]) -> None:
+    def start(self, folders: Iterable[str], *, private: Iterable[str] = ()) -> None:
         self._observer = self._new_observer()
         self._observer.start()
-        self.set_folders(folders)
+        self.set_folders(folders, private=private)
 
     def _new_observer(self) -> BaseObserver:
         if self._force_polling:
@@ -72,9 +73,12 @@ class Watcher:
             return PollingObserver(timeout=self._poll_interval)
         return Observer()
 
-    def set_folders(self, folders: Iterable[str]) -> set[str]:
-        """Watch exactly these folders (and their parents); returns the folders newly (re)armed."""
+    def set_folders(self, folders: Iterable[str], *, private: Iterable[str] = ()) -> set[str]:
+        """Watch exactly these folders (and their parents); returns the folders newly (re)armed.
+        `private` folders (and their parents) are never named in a log line: a secrets value names them."""
         self._wanted = {os.path.abspath(f) for f in folders}
+        hidden = {os.path.abspath(f) for f in private}
+        self._private = hidden | {os.path.dirname(f) for f in hidden}
         targets = set()
         for folder in self._wanted:
             targets.add(folder)
@@ -99,7 +103,8 @@ class Watcher:
             if self.mode == "inotify":
                 self._fall_back_to_polling(exc)
                 return self._ensure(folder)
-            log.warning("cannot watch %s: %s", folder, exc.strerror or exc)
+            shown = "the folder of a client certificate (secrets.client_cert)" if folder in self._private else folder
+            log.warning("cannot watch %s: %s", shown, exc.strerror or exc)
             return False
         return True
 
