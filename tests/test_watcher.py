@@ -11,7 +11,9 @@ import pytest
 from chainwarden.watcher import Watcher
 
 
-def test_an_unwatchable_client_certificate_folder_is_not_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unwatchable_client_certificate_folder_is_not_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     secret = tmp_path / "secure-client-certs"
     public = tmp_path / "pki"
     secret.mkdir()
