@@ -62,7 +62,10 @@ def test_live_probe_verdicts(world, capsys):
     full_missing = {p["code"]: p for p in results["full_missing"]["problems"]}
     bare_missing = {p["code"]: p for p in results["bare_missing"]["problems"]}
     assert "endpoint presents it" in full_missing["missing_intermediate"]["message"]
-    assert "found neither in the bundle nor elsewhere" in bare_missing["missing_intermediate"]["message"]
+    # It says where it looked: the bundle, the endpoint's chain and the trusted root store by name.
+    message = bare_missing["missing_intermediate"]["message"]
+    assert "found neither in the bundle nor in the chain the endpoint presents nor in " in message
+    assert "root store" in message.split("nor in ")[-1]
     assert results["full_missing"]["complete"] is False
     assert "canary-c0ffee" not in out
 

@@ -215,7 +215,9 @@ def diagnose(
     # Until the missing issuer is known, no bundle certificate can be judged unrelated to this path.
     related |= {c.sha256 for c in inputs.bundle + inputs.hidden}
     problems = _missing_links(dead_end, inputs.store_name)
-    problems.append(_unknown_issuer(dead_end[-1].cert, is_leaf=len(dead_end) == 1 and leaf_is_endpoint))
+    problems.append(
+        _unknown_issuer(dead_end[-1].cert, inputs.store_name, is_leaf=len(dead_end) == 1 and leaf_is_endpoint)
+    )
     problems.extend(_signature_explanations(extended_search, dead_end))
     problems.extend(_partial_path_problems(dead_end, now, hostname, leaf_is_endpoint))
     problems.extend(expiring_soon([link.cert for link in dead_end], now, warn_days, has_leaf=leaf_is_endpoint))
@@ -309,7 +311,7 @@ def _child_hints(child: CertInfo) -> str:
     return ", " + ", ".join(hints) if hints else ""
 
 
-def _unknown_issuer(child: CertInfo, *, is_leaf: bool) -> Problem:
+def _unknown_issuer(child: CertInfo, store_name: str, *, is_leaf: bool) -> Problem:
     """The issuer of `child` is nowhere: not in the bundle, the presented chain or the store."""
     key = f", key id {child.aki.hex(':')}" if child.aki else ""
     aia = f"; its AIA URL is {child.aia_ca_issuers[0]}" if child.aia_ca_issuers else "; it has no AIA URL"
@@ -322,7 +324,7 @@ def _unknown_issuer(child: CertInfo, *, is_leaf: bool) -> Problem:
         code,
         Severity.ERROR,
         f"the bundle lacks the {word} that issued {child.subject}: issuer {child.issuer}{key}"
-        f" ({hint}) was found neither in the bundle nor elsewhere{aia}",
+        f" ({hint}) was found neither in the bundle nor in the chain the endpoint presents nor in {store_name}{aia}",
         child.issuer,
     )
 

@@ -147,7 +147,7 @@ def evaluate(
                 Problem(
                     Code.ENDPOINT_NOT_VERIFIED,
                     Severity.WARNING,
-                    "no certificate of the endpoint is known (no successful probe, no cached chain, no leaf "
+                    "no certificate of the endpoint is known (no live probe result, no cached chain, no leaf "
                     "in the bundle): only the bundle's own structure was checked, which cannot show a "
                     "missing intermediate",
                 )
