@@ -719,3 +719,17 @@ def test_certificate_policies_where_a_certificate_requires_one(ca_extensions, le
     assert d.valid is valid, [p.message for p in d.problems]
     if not valid:
         assert any("certificate policy is required" in p.message for p in d.problems)
+
+
+def test_an_expired_copy_on_an_alternative_path_is_told_apart_by_its_digest():
+    """Two intermediates of one name (an expired copy beside its renewal): the note names the copy's digest."""
+    root = pkigen.make_root("Copy Root")
+    key = pkigen.new_key("ec")
+    current = pkigen.make_intermediate("Copy CA", root, key=key)
+    expired = pkigen.make_intermediate(
+        "Copy CA", root, key=key, not_before=NOW - dt.timedelta(days=400), not_after=NOW - dt.timedelta(days=10)
+    )
+    d = run(pkigen.make_leaf([HOST], current), [expired, current, root])
+    assert d.valid
+    (note,) = [n for n in d.notes if n.startswith("alternative path")]
+    assert f"[sha256 {describe(expired.cert).short_id}]" in note and "expired" in note

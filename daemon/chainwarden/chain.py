@@ -346,11 +346,14 @@ def _signature_explanations(search: Search, dead_end: Path) -> list[Problem]:
 def _path_notes(chosen: Path, others: Sequence[tuple[Path, list[Problem]]]) -> list[str]:
     names = " -> ".join(link.cert.subject for link in chosen)
     notes = [f"path: {names}"]
+    on_chosen = {link.cert.subject: link.cert.sha256 for link in chosen}
     for path, problems in others:
         if path == chosen:
             continue
-        # Named by everything above the leaf: two paths may end in the same root.
-        via = " -> ".join(_named(link) for link in path[1:])
+        # Named by everything above the leaf: two paths may end in the same root. A certificate
+        # with the name of another one on the chosen path (an expired copy, a cross-sign) gets
+        # its digest, so the two can be told apart.
+        via = " -> ".join(_named(link, on_chosen) for link in path[1:])
         reason = next((p.message for p in problems if p.severity is Severity.ERROR), "valid")
         note = f"alternative path via {via} not chosen ({reason})"
         if note not in notes:
@@ -358,7 +361,9 @@ def _path_notes(chosen: Path, others: Sequence[tuple[Path, list[Problem]]]) -> l
     return notes
 
 
-def _named(link: Link) -> str:
+def _named(link: Link, on_chosen: dict[str, str] | None = None) -> str:
+    if on_chosen and on_chosen.get(link.cert.subject, link.cert.sha256) != link.cert.sha256:
+        return f"{_named(link)} [sha256 {link.cert.short_id}]"
     if link.hidden:
         return link.cert.subject + " (in a bundle block OpenSSL and the JVM would not read)"
     where = {Source.ENDPOINT: " (as the endpoint presents it)", Source.STORE: " (from the root store)"}
