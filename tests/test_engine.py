@@ -485,3 +485,27 @@ def test_client_cert_key_must_belong_to_the_client_certificate(tmp_path):
         for pem in (stranger_pem, client.key_pem()):
             for line in pem.decode().splitlines()[1:-1]:
                 assert line not in rendered
+
+
+def test_an_inconsistent_rsa_key_or_a_key_without_end_line_is_reported(tmp_path):
+    """An RSA key whose private exponent does not go with its modulus would sign wrongly; a key block
+    that never ends cannot be read: both are client_cert_invalid, though the public half may match."""
+    ca = pkigen.three_tier(HOST, label="Client CA rsa")
+    client = pkigen.make_leaf(["client"], ca.intermediate, kind="rsa", client_auth=True, server_auth=False)
+    chain = pkigen.pem_bundle(client, ca.intermediate, ca.root)
+    numbers = client.key.private_numbers()
+    bad = rsa.RSAPrivateNumbers(
+        numbers.p, numbers.q, numbers.d + 2, numbers.dmp1, numbers.dmq1, numbers.iqmp, numbers.public_numbers
+    ).private_key(unsafe_skip_rsa_key_validation=True)
+    bad_pem = bad.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+    unended = client.key_pem().replace(b"-----END PRIVATE KEY-----\n", b"")
+    for name, material in (("bad-d.kcc", bad_pem + chain), ("no-end.kcc", unended + chain)):
+        (tmp_path / name).write_bytes(material)
+        result = _client_result(tmp_path / name)
+        assert any(
+            p.code is Code.CLIENT_CERT_INVALID and "not a consistent key" in p.message for p in result.problems
+        ), name
+    (tmp_path / "good.kcc").write_bytes(client.key_pem() + chain)
+    assert _client_result(tmp_path / "good.kcc").verdict is Verdict.OK

@@ -6,6 +6,7 @@ import base64
 import binascii
 import errno
 import hashlib
+import math
 import os
 import re
 import warnings
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.utils import CryptographyDeprecationWarning
 
@@ -385,8 +387,11 @@ def _public_half(pem: bytes) -> str | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            # Only its public half is wanted: RSA's key checks would cost ~20 ms a key, on every pass.
+            # RSA's own key checks test primality (~20 ms a key, on every pass); the arithmetic
+            # below finds the inconsistent keys that would sign wrongly, in microseconds.
             key = serialization.load_pem_private_key(pem, password=None, unsafe_skip_rsa_key_validation=True)
+            if isinstance(key, rsa.RSAPrivateKey) and not _consistent_rsa(key.private_numbers()):
+                return ""
             spki = key.public_key().public_bytes(
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
             )
@@ -395,6 +400,21 @@ def _public_half(pem: bytes) -> str | None:
     except ValueError:
         return ""
     return hashlib.sha256(spki).hexdigest()
+
+
+def _consistent_rsa(numbers: rsa.RSAPrivateNumbers) -> bool:
+    """n = pq, and d and the CRT values agree with e, p and q (what OpenSSL's rsa -check verifies
+    but primality)."""
+    p, q, d, e, n = numbers.p, numbers.q, numbers.d, numbers.public_numbers.e, numbers.public_numbers.n
+    if p < 3 or q < 3 or p * q != n:
+        return False
+    lcm = (p - 1) * (q - 1) // math.gcd(p - 1, q - 1)
+    return (
+        d * e % lcm == 1
+        and numbers.dmp1 == d % (p - 1)
+        and numbers.dmq1 == d % (q - 1)
+        and numbers.iqmp * q % p == 1
+    )
 
 
 def _load_pkcs7(der: bytes) -> tuple[list[x509.Certificate], str | None]:
@@ -859,7 +879,10 @@ def _read_span(
     if kind in _KEY_KINDS:
         head = data[span.body_start : min(span.body_end, span.body_start + 80)]
         encrypted = kind == "encrypted_private_key" or (b"Proc-Type:" in head and b"ENCRYPTED" in head)
-        digest = None if encrypted or span.end_label is None else _public_half(data[span.start : span.stop])
+        if encrypted:
+            digest = None
+        else:  # a block without an END line cannot be read by anyone: "" as undecodable
+            digest = _public_half(data[span.start : span.stop]) if span.end_label is not None else ""
         account.add_key("encrypted_private_key" if encrypted else "private_key", span.label, line, digest)
         return
     if kind in ("crl", "other"):

@@ -500,7 +500,7 @@ def _client_key_problem(reading: BundleReading) -> str | None:
     if len(digests) != 1 or digests[0] is None or not certs:
         return None
     if not digests[0]:
-        return "its private key cannot be decoded (the key is not shown)"
+        return "its private key cannot be decoded, or is not a consistent key (the key is not shown)"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
