@@ -733,3 +733,41 @@ def test_an_expired_copy_on_an_alternative_path_is_told_apart_by_its_digest():
     assert d.valid
     (note,) = [n for n in d.notes if n.startswith("alternative path")]
     assert f"[sha256 {describe(expired.cert).short_id}]" in note and "expired" in note
+
+
+def test_policy_qualifiers_in_a_critical_certificate_policies_fail():
+    """The JVM's validator rejects policy qualifiers in a critical certificatePolicies by default."""
+    cps = x509.PolicyInformation(x509.ObjectIdentifier(POLICY), ["https://ca.example.test/cps"])
+    root = pkigen.make_root("CPS Root")
+    ca = pkigen.make_intermediate("CPS CA", root)
+    d = run(_leaf_with(ca, (x509.CertificatePolicies([cps]), True)), [ca, root])
+    assert not d.valid and any("policy qualifiers" in p.message for p in d.problems)
+    assert run(_leaf_with(ca, (x509.CertificatePolicies([cps]), False)), [ca, root]).valid
+
+
+@pytest.mark.parametrize(
+    ("permitted", "excluded", "san", "valid"),
+    [
+        ([x509.RFC822Name("@example.test")], None, x509.RFC822Name("admin@example.test"), False),  # JVM: one mailbox
+        (None, [x509.RFC822Name("Admin@evil.test")], x509.RFC822Name("admin@evil.test"), False),  # JVM: any case
+        ([x509.RFC822Name("Admin@example.test")], None, x509.RFC822Name("admin@example.test"), False),  # OpenSSL
+        ([x509.DNSName("example.test")], None, x509.DNSName("x.example.test."), False),  # OpenSSL: not within
+    ],
+    ids=["permit-at-host", "exclude-local-case", "permit-local-case", "permit-trailing-dot"],
+)
+def test_mailbox_and_trailing_dot_readings(permitted, excluded, san, valid):
+    root, ca = _constrained(permitted, excluded)
+    sans = (x509.DNSName("erp.example.test"), san) if isinstance(san, x509.DNSName) else (x509.DNSName(HOST), san)
+    d = run(_leaf_with(ca, san=sans), [ca, root], hostname=None)
+    assert d.valid is valid, [p.message for p in d.problems]
+
+
+def test_an_empty_subject_needs_a_critical_san():
+    """The JVM cannot even parse a certificate with an empty subject and a non-critical SAN."""
+    root = pkigen.make_root("Empty Root")
+    ca = pkigen.make_intermediate("Empty CA", root)
+    leaf = pkigen.custom_cert(x509.Name([]), ca, [(x509.SubjectAlternativeName([x509.DNSName(HOST)]), False)])
+    d = run(leaf, [ca, root])
+    assert not d.valid and any("empty subject" in p.message for p in d.problems)
+    critical = pkigen.custom_cert(x509.Name([]), ca, [(x509.SubjectAlternativeName([x509.DNSName(HOST)]), True)])
+    assert run(critical, [ca, root]).valid

@@ -509,3 +509,12 @@ def test_an_inconsistent_rsa_key_or_a_key_without_end_line_is_reported(tmp_path)
         ), name
     (tmp_path / "good.kcc").write_bytes(client.key_pem() + chain)
     assert _client_result(tmp_path / "good.kcc").verdict is Verdict.OK
+
+
+def test_a_certificate_the_jvm_cannot_parse_fails_the_whole_bundle(pki):
+    """An extra certificate with an empty subject and a non-critical SAN: the JVM refuses the file."""
+    san = x509.SubjectAlternativeName([x509.DNSName("x.test")])
+    extra = pkigen.custom_cert(x509.Name([]), pki.root, [(san, False)])
+    result = run(pkigen.pem_bundle(pki.intermediate, pki.root, extra), probe(pki.leaf)).result
+    assert not result.complete
+    assert any("the JVM would not load the file" in p.message for p in result.problems)

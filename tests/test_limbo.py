@@ -33,7 +33,6 @@ DIVERGENCES = {
     "rfc5280::nc::not-allowed-in-ee-critical": PROFILE_RULES,
     "rfc5280::nc::nc-permits-invalid-dns-san": PROFILE_RULES,
     "rfc5280::pc::ica-noncritical-pc": PROFILE_RULES,
-    "rfc5280::san::noncritical-with-empty-subject": PROFILE_RULES,
     "rfc5280::san::underscore-dns": PROFILE_RULES,
     "rfc5280::serial::too-long": PROFILE_RULES,
     "rfc5280::serial::zero": PROFILE_RULES,

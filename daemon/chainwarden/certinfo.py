@@ -50,6 +50,7 @@ class Policies:
     require_explicit: int | None = None  # policyConstraints requireExplicitPolicy
     inhibit_mapping: int | None = None  # policyConstraints inhibitPolicyMapping
     inhibit_any: int | None = None  # inhibitAnyPolicy skipCerts
+    critical_qualifiers: bool = False  # a critical certificatePolicies with policy qualifiers
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -93,6 +94,7 @@ class CertInfo:
     san_kinds: frozenset[str] = frozenset()  # class names of the SAN's GeneralNames ("OtherName", ...)
     san_bad_ips: bool = False  # an iPAddress in the SAN that is no address (wrong length)
     email_not_ia5: bool = False  # an emailAddress of the subject that is not an IA5String
+    san_critical: bool = False  # the subjectAltName extension is marked critical
     ns_cert_type: int | None = None  # Netscape certificate type bits (first byte), when present
     policies: Policies | None = None  # certificate policy extensions, when it has any of them
 
@@ -419,6 +421,7 @@ def _build(kept: x509.Certificate, der: bytes) -> CertInfo:
         san_count=san_count,
         san_kinds=san_kinds,
         san_bad_ips=san_bad_ips,
+        san_critical=any(ext.critical for ext in extensions if ext.oid == ExtensionOID.SUBJECT_ALTERNATIVE_NAME),
         email_not_ia5=subject.email_not_ia5,
         ns_cert_type=_ns_cert_type(extensions),
         policies=_policies(by_type, extensions),
@@ -432,7 +435,14 @@ def _policies(by_type: dict[type, object], extensions: list[x509.Extension[x509.
     constraints = by_type.get(x509.PolicyConstraints)
     inhibit = by_type.get(x509.InhibitAnyPolicy)
     mappings: tuple[tuple[str, str], ...] = ()
+    critical_qualifiers = False
     for ext in extensions:
+        if (
+            ext.oid == ExtensionOID.CERTIFICATE_POLICIES
+            and ext.critical
+            and isinstance(policies, x509.CertificatePolicies)
+        ):
+            critical_qualifiers = any(p.policy_qualifiers for p in policies)
         if ext.oid == ExtensionOID.POLICY_MAPPINGS and isinstance(ext.value, x509.UnrecognizedExtension):
             try:
                 mappings = tuple(oid_pairs(ext.value.value))
@@ -449,6 +459,7 @@ def _policies(by_type: dict[type, object], extensions: list[x509.Extension[x509.
         require_explicit=constrained.require_explicit_policy if constrained else None,
         inhibit_mapping=constrained.inhibit_policy_mapping if constrained else None,
         inhibit_any=inhibit.skip_certs if isinstance(inhibit, x509.InhibitAnyPolicy) else None,
+        critical_qualifiers=critical_qualifiers,
     )
 
 

@@ -82,17 +82,31 @@ class _BundleView:
             hidden=tuple(c for c in everything if c.sha256 not in consumer_shas),
             pool=Pool(Link(c, Source.BUNDLE) for c in consumer),
             positions=positions,
-            load_refusals=tuple(_load_refusal(bundle.path, c) for c in everything if c.openssl_refused_tags),
+            load_refusals=tuple(
+                refusal for c in everything if (refusal := _load_refusal(bundle.path, c)) is not None
+            ),
         )
 
 
-def _load_refusal(path: str, cert: CertInfo) -> Problem:
-    tags = ", ".join(_TAG_NAMES.get(tag, f"tag {tag}") for tag in cert.openssl_refused_tags)
+def _load_refusal(path: str, cert: CertInfo) -> Problem | None:
+    """Why OpenSSL or the JVM would refuse to load a bundle holding `cert` at all, if either would."""
+    if cert.openssl_refused_tags:
+        tags = ", ".join(_TAG_NAMES.get(tag, f"tag {tag}") for tag in cert.openssl_refused_tags)
+        why = (
+            f"OpenSSL would not load the file at all: {cert.subject} has a name value of type {tags}, "
+            "which OpenSSL's certificate decoder refuses"
+        )
+    elif not cert.subject_key and cert.san_count and not cert.san_critical:
+        why = (
+            f"the JVM would not load the file at all: certificate sha256 {cert.short_id} has an empty subject "
+            "and a non-critical subjectAltName, which the JVM's certificate parser refuses"
+        )
+    else:
+        return None
     return Problem(
         Code.FORMAT_NONSTANDARD,
         Severity.ERROR,
-        f"bundle {path}: OpenSSL would not load the file at all: {cert.subject} has a name value of type "
-        f"{tags}, which OpenSSL's certificate decoder refuses; remove or replace that certificate",
+        f"bundle {path}: {why}; remove or replace that certificate",
         cert.subject,
     )
 

@@ -33,6 +33,14 @@ def validity_problems(
             problems.append(_invalid(cert, f"certificate {cert.subject}: unreadable extension: {cert.extension_error}"))
         if cert.name_error:
             problems.append(_invalid(cert, f"certificate {cert.subject}: {cert.name_error}"))
+        if not cert.subject_key and cert.san_count and not cert.san_critical:
+            problems.append(
+                _invalid(
+                    cert,
+                    f"certificate {cert.sha256[:16]} has an empty subject and a non-critical "
+                    "subjectAltName, which the JVM refuses to parse (RFC 5280 makes it critical then)",
+                )
+            )
         if cert.unknown_critical:  # the root's too: the JVM skips a trust anchor's, OpenSSL does not
             oids = ", ".join(cert.unknown_critical)
             problems.append(_invalid(cert, f"certificate {cert.subject}: unrecognised critical extension {oids}"))
@@ -169,6 +177,10 @@ def _policy_problems(path: Sequence[CertInfo]) -> list[Problem]:
     if not any(cert.policies for cert in path):
         return []  # no certificate policy extension at all: nothing can fail
     chain = list(reversed(path[:-1]))  # from below the root down to the leaf
+    for cert in chain:
+        if cert.policies and cert.policies.critical_qualifiers:
+            # The JVM's validator rejects policy qualifiers in a critical extension by default.
+            return [_invalid(cert, f"{cert.subject} has policy qualifiers in a critical certificatePolicies")]
     n = len(chain)
     explicit = inhibit_any = mapping = n + 1
     valid: set[str] | None = {ANY_POLICY}
@@ -426,17 +438,20 @@ def _within_host(host: str, base: str) -> bool:
     return host.endswith(base) if base.startswith(".") else host == base
 
 
-def _within_mailbox(address: str, base: str, _excluding: bool) -> bool | None:
-    """RFC 5280 4.2.1.10: a mailbox, all mailboxes on a host, or (".domain") on hosts within a domain;
-    and, as OpenSSL reads it, "@host" for all mailboxes on a host."""
+def _within_mailbox(address: str, base: str, excluding: bool) -> bool | None:
+    """RFC 5280 4.2.1.10: a mailbox, all mailboxes on a host, or (".domain") on hosts within a domain.
+    Where the validators differ, excluding reads loosely and permitting strictly: "@host" is every
+    mailbox on host to OpenSSL but one mailbox no address is to the JVM; the JVM compares a
+    mailbox's local part regardless of case, OpenSSL exactly."""
     local, at, host = address.rpartition("@")
     if not at or not local or not host:
         return None
     if base.startswith("@"):
-        return host.lower() == base[1:].lower()
+        return excluding and host.lower() == base[1:].lower()
     if "@" in base:
         base_local, _, base_host = base.rpartition("@")
-        return local == base_local and host.lower() == base_host.lower()
+        same_local = local.lower() == base_local.lower() if excluding else local == base_local
+        return same_local and host.lower() == base_host.lower()
     return _within_host(host.lower(), base)
 
 
@@ -473,7 +488,7 @@ def _in_dns_subtree(name: str, base: str, *, loose: bool) -> bool:
     """Whether `name` is within the DNS subtree `base`. A base with a leading dot holds only names
     below it for OpenSSL (not the domain itself): so it is read when permitting, while `loose`
     (excluding) also takes the domain itself, as a validator reading the base as a domain would."""
-    raw = name.lower().rstrip(".")
+    raw = name.lower().rstrip(".") if loose else name.lower()  # "x.example." is no name within "example"
     bare = raw[2:] if raw.startswith("*.") else raw
     if base.startswith("."):
         return raw.endswith(base) or (loose and (bare == base[1:] or bare.endswith(base)))
