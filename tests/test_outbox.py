@@ -3,6 +3,7 @@ daemon submits only once no pass about to follow could supersede what it wrote."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -119,6 +120,25 @@ def test_obsolete_resubmission_is_superseded_in_place(tmp_path, source):
     assert again.written and again.json_path == first.json_path
     assert is_pending(first.json_path) and not Path(first.json_path + ".obsolete").exists()
     assert b"2030-03-03" in Path(first.json_path).read_bytes()
+
+
+def test_a_pending_plan_is_the_same_only_if_all_but_apply_at_is(tmp_path, source):
+    """A re-run with another apply_at writes nothing; a source changed since (a rotated secret, say)
+    makes the pending JSON outdated: it is rewritten, never left to be submitted as it was."""
+    outbox = str(tmp_path / "outbox")
+
+    def plan(token: str, apply_at: str) -> FilePlan:
+        base = _plan(source, "erp-a.pem", b"A", apply_at)
+        document = json.loads(base.new_json or b"{}")
+        document["external_connections"]["erp"]["secrets"] = {"bearer_token": token}
+        return dataclasses.replace(base, new_json=json.dumps(document, indent=2).encode())
+
+    first = write_plan(plan("OLD", "2030-01-01T10:00:00+00:00"), outbox)
+    assert first.written
+    assert not write_plan(plan("OLD", "2030-02-02T10:00:00+00:00"), outbox).written
+    rotated = write_plan(plan("NEW", "2030-02-02T10:00:00+00:00"), outbox)
+    assert rotated.written and rotated.json_path == first.json_path
+    assert b"NEW" in Path(first.json_path).read_bytes() and b"OLD" not in Path(first.json_path).read_bytes()
 
 
 def test_revision_names_belong_to_their_source_only(tmp_path, source):

@@ -17,6 +17,7 @@ from pathlib import Path
 from .atomicio import write_atomic
 from .connections import parse_apply_at
 from .fixer import FilePlan
+from .jsonedit import locate_values
 
 log = logging.getLogger("chainwarden.outbox")
 
@@ -91,20 +92,30 @@ class WriteOutcome:
 
 
 def already_pending(plan: FilePlan, json_path: str) -> bool:
-    """The pending JSON already points the same connections at the same bundles: writing again changes nothing."""
+    """The JSON at json_path is the plan's byte for byte but for apply_at, and its bundles are there:
+    writing again changes nothing. Any other change of the source since (a rotated secret, a new
+    baseurl, another connection) makes the plan a new one."""
     try:
-        pending = json.loads(Path(json_path).read_bytes().decode("utf-8-sig"))
-    except (OSError, ValueError):
+        pending = Path(json_path).read_bytes()
+    except OSError:
         return False
-    connections = pending.get("external_connections") if isinstance(pending, dict) else None
-    if not isinstance(connections, dict):
+    if plan.new_json is None:
         return False
-    for name, value in plan.server_certs.items():
-        entry = connections.get(name)
-        if not isinstance(entry, dict) or entry.get("server_cert") != value:
-            return False
+    ours, theirs = _without_apply_at(plan.new_json), _without_apply_at(pending)
+    if ours is None or ours != theirs:
+        return False
     outbox = os.path.dirname(json_path)
     return all((Path(outbox) / b.file_name).is_file() for b in plan.bundles)
+
+
+def _without_apply_at(document: bytes) -> str | None:
+    """The document's text with its apply_at value cut out; None when it cannot be read as such."""
+    try:
+        text = document.decode("utf-8")
+        apply_at, _ = locate_values(text)
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    return text if apply_at is None else text[: apply_at.start] + text[apply_at.end :]
 
 
 def plan_target(plan: FilePlan, outbox: str) -> tuple[str, bool]:
