@@ -814,13 +814,14 @@ def test_secret_key_paths_and_baseurl_credentials_never_shown(make_site, capsys,
     assert 'key "baseurl": has user information before the host' in check_text
     assert 'key "secrets": a duplicate key inside it' in check_text
     diff = json.loads(seen[("fix", ("--format", "json"))][1])["files"][0]["diff"]
-    assert ' "crm": {"baseurl": "https://<redacted>@crm.invalid/api", "server_cert": "pki/erp.pem",' in diff
+    assert ' "crm": {"baseurl": "<redacted>", "server_cert": "pki/erp.pem",' in diff
     assert ' "hr": {"baseurl": "https://hr.invalid/x?<redacted>", "server_cert": "pki/erp.pem"}' in diff
 
 
 def test_mask_sensitive_masks_baseurl_credentials_inside_the_string():
-    """Only the user information and the query/fragment of a baseurl are masked, inside its string token
-    (escapes read as what they stand for); scheme, host, port and path stay; lines are kept."""
+    """A plain baseurl keeps scheme, host, port and path, and only its query/fragment is masked, inside
+    its string token (escapes read as what they stand for); any other (user information, odd
+    characters a parser might split otherwise) is masked whole; lines are kept."""
     from chainwarden.jsonedit import mask_sensitive
 
     text = (
@@ -834,10 +835,15 @@ def test_mask_sensitive_masks_baseurl_credentials_inside_the_string():
     masked = mask_sensitive(text)
     assert masked.count("\n") == text.count("\n")
     decoded = json.loads(masked)["external_connections"]
-    assert decoded["a"]["baseurl"] == "https://<redacted>@h.example:8443/p?<redacted>"
-    assert decoded["b"]["BaseURL"] == "https://<redacted>@h.example/x?<redacted>"
+    assert decoded["a"]["baseurl"] == "<redacted>"
+    assert decoded["b"]["BaseURL"] == "<redacted>"
     assert decoded["c"]["baseurl"] == "https://h.example/api"
-    assert decoded["d"]["baseurl"] == "<redacted>@h.example"
+    assert decoded["d"]["baseurl"] == "<redacted>"
+    plain = json.loads(mask_sensitive('{"external_connections": {"e": {"baseurl": "https://h.example/x?sig=s3"}}}'))
+    assert plain["external_connections"]["e"]["baseurl"] == "https://h.example/x?<redacted>"
+    for odd in ("https://h.example\\u:p@h/", " https://u:p@h/", "ht\ttps://u:p@h/", "https://h/a;token=t4"):
+        document = json.dumps({"external_connections": {"f": {"baseurl": odd}}})
+        assert json.loads(mask_sensitive(document))["external_connections"]["f"]["baseurl"] == "<redacted>", odd
     for secret in ("u:p", "s1", "#f", "tok", "t2", "user:pw"):
         assert secret not in masked, secret
 

@@ -76,6 +76,10 @@ SENSITIVE_TOP_LEVEL_KEYS = frozenset({"blob_sas_url"})
 MASK = '"<redacted>"'
 # A URL scheme followed by "://" (RFC 3986), at the start of a decoded baseurl.
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+# A URL with nothing but scheme, host, port and path before its query or fragment.
+_PLAIN_URL = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.\-]*://[A-Za-z0-9.\-\[\]:]+(?:/[A-Za-z0-9._~%!$&'()*+,=:/\-]*)?(?:[?#].*)?", re.DOTALL
+)
 _SIMPLE_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 
@@ -130,10 +134,14 @@ def _sensitive_pieces(text: str) -> list[tuple[Span, bool]]:
 
 
 def _url_credential_spans(text: str, token: Span) -> list[Span]:
-    """Inside the JSON string token of a URL: the user information (scheme://USER:PASSWORD@host) and
-    everything after the first "?" or "#" (query and fragment), as spans of the raw text (escapes
-    such as \\u0040 or \\/ are read as what they stand for)."""
+    """Inside the JSON string token of a URL: everything after the first "?" or "#" (query and
+    fragment), as spans of the raw text (escapes such as \\u0040 or \\/ are read as what they stand
+    for); the whole value when it is anything but a plain scheme://host[:port][/path] before that
+    (user information, path parameters, spaces, backslashes: whatever a reader might take apart
+    otherwise than this one)."""
     decoded, offsets = _decode_with_offsets(text, token)
+    if not _PLAIN_URL.fullmatch(decoded):
+        return [Span(token.start + 1, token.end - 1)] if decoded else []
     scheme = _URL_SCHEME.match(decoded)
     begin = scheme.end() if scheme else (2 if decoded.startswith("//") else 0)
     authority_end = next((i for i in range(begin, len(decoded)) if decoded[i] in "/?#\\"), len(decoded))
