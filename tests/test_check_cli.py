@@ -358,3 +358,15 @@ def test_fetch_chain_never_echoes_a_baseurl_with_credentials(capsys):
         code, out, err = run(capsys, "fetch-chain", target)
         assert code == 3 and "expected HOST[:PORT]" in err, err
         assert "canary" not in out + err
+
+
+def test_chainwarden_config_is_the_default_of_config(tmp_path, capsys, monkeypatch):
+    """CHAINWARDEN_CONFIG names the configuration when --config is not given (the runbooks rely on it)."""
+    broken = tmp_path / "cw.toml"
+    broken.write_text("[verify]\nwarn_days = 'soon'\n")
+    monkeypatch.setenv("CHAINWARDEN_CONFIG", str(broken))
+    code, _, err = run(capsys, "check", "--bundle", str(tmp_path / "none.pem"))
+    assert code == 3 and "verify.warn_days" in err
+    monkeypatch.delenv("CHAINWARDEN_CONFIG")
+    code, _, err = run(capsys, "check", "--bundle", str(tmp_path / "none.pem"))
+    assert code != 3 or "verify.warn_days" not in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import queue
 import sys
@@ -308,3 +309,77 @@ def test_regenerator_submits_only_what_is_still_due(tmp_path, source):
     regenerator.ready[str(source)] = (again.json_path, time.monotonic())  # no longer the latest
     regenerator.submit_ready()
     assert log.read_text().splitlines() == [again.json_path]
+
+
+def test_a_later_plan_keeps_every_fix_of_its_file(tmp_path, caplog):
+    """crm is fixed and submitted; then erp breaks and only erp is re-evaluated: the next resubmission
+    (it supersedes the first, whole file) still carries crm's fix, never crm's broken bundle."""
+    import dataclasses as dc
+
+    from chainwarden.config import load_config
+    from chainwarden.service import Daemon
+
+    site = OfflineSite(tmp_path)
+    erp = site.pkis["erp"]
+    (tmp_path / "pki" / "erp.pem").write_bytes(pkigen.pem_bundle(erp.leaf, erp.intermediate, erp.root))
+    site.write_connections("erp", "crm")
+    config = dc.replace(
+        load_config(str(site.config)),
+        watch_connections=(str(site.json),),
+        verify_probe=False,
+        regenerate_enabled=True,
+    )
+    daemon = Daemon(config)
+    daemon._load_regenerator()  # what start() does, without the watcher, scheduler and HTTP server
+    daemon.full_pass(probe=False)
+    (first,) = sorted(site.outbox.glob("*.resubmit.json"))
+    servers = json.loads(first.read_text())["external_connections"]
+    assert servers["erp"]["server_cert"] == "pki/erp.pem" or servers["erp"]["server_cert"].endswith("pki/erp.pem")
+    crm_fixed = servers["crm"]["server_cert"]
+    assert "crm-" in crm_fixed
+    mark(str(first), "submitted")
+    caplog.set_level(logging.INFO, logger="chainwarden")
+    daemon.full_pass(probe=False)  # the same plan again: said once, nothing written
+    daemon.full_pass(probe=False)
+    said = [r.getMessage() for r in caplog.records if "was already submitted as" in r.getMessage()]
+    assert len(said) == 1 and str(first) in said[0]
+    assert sorted(site.outbox.glob("*.resubmit.json")) == [first]
+
+    (tmp_path / "pki" / "erp.pem").write_bytes(pkigen.pem_bundle(erp.leaf, erp.root))  # erp breaks
+    daemon.changed_folders({str(tmp_path / "pki")})
+    later = [p for p in sorted(site.outbox.glob("*.resubmit.json")) if p != first]
+    assert len(later) == 1
+    servers = json.loads(later[0].read_text())["external_connections"]
+    assert "erp-" in servers["erp"]["server_cert"] and servers["crm"]["server_cert"] == crm_fixed
+
+
+def test_submit_runs_in_the_outbox_and_is_stopped_by_a_stop_or_its_timeout(tmp_path):
+    """The submit command starts in the outbox (the JSON's relative paths start there), is ended when
+    the daemon stops or after its timeout, and a signal death is said as such."""
+    from chainwarden.outbox import submit
+
+    json_path = tmp_path / "outbox" / "prod.resubmit.json"
+    json_path.parent.mkdir()
+    json_path.write_text("{}")
+    where = tmp_path / "cwd.txt"
+    ok, message = submit(
+        (sys.executable, "-c", f"import os; open({str(where)!r}, 'w').write(os.getcwd())", "{json}"), str(json_path)
+    )
+    assert ok and where.read_text() == str(json_path.parent), message
+
+    hang = (sys.executable, "-c", "import time; time.sleep(600)", "{json}")
+    stop = {"now": False}
+    started = time.monotonic()
+
+    def stopping() -> bool:
+        stop["now"] = stop["now"] or time.monotonic() - started > 0.5
+        return stop["now"]
+
+    ok, message = submit(hang, str(json_path), stopping=stopping)
+    assert not ok and "the daemon is stopping" in message
+    ok, message = submit(hang, str(json_path), timeout=0.5)
+    assert not ok and "ran longer than 0.5 s" in message
+    ok, message = submit(
+        (sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)", "{json}"), str(json_path)
+    )
+    assert not ok and message.endswith("was killed by signal 15")

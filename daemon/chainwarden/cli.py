@@ -112,7 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        p.add_argument("--config", metavar="FILE", help="the daemon's TOML configuration (defaults without it)")
+        p.add_argument(
+            "--config",
+            metavar="FILE",
+            default=os.environ.get("CHAINWARDEN_CONFIG") or None,
+            help="the daemon's TOML configuration (default: $CHAINWARDEN_CONFIG if set, else built-in defaults)",
+        )
         return p
 
     check = add("check", "verify connection bundles (or one bundle) against the endpoint's chain", CHECK_EXIT)

@@ -48,6 +48,7 @@ class Config:
     regenerate_aia_timeout: float = 10.0
     regenerate_aia_max_bytes: int = 1024 * 1024
     regenerate_retry_interval: float = 60.0
+    regenerate_submit_timeout: float = 900.0
     log_level: str = "info"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -90,6 +91,7 @@ _SCHEMA: dict[str, tuple[str, str]] = {
     "regenerate.aia_timeout": ("regenerate_aia_timeout", "duration"),
     "regenerate.aia_max_bytes": ("regenerate_aia_max_bytes", "int"),
     "regenerate.retry_interval": ("regenerate_retry_interval", "duration"),
+    "regenerate.submit_timeout": ("regenerate_submit_timeout", "duration"),
     "log.level": ("log_level", "str"),
 }
 
@@ -105,6 +107,7 @@ _LIMITS: dict[str, tuple[float, float]] = {
     "regenerate.aia_timeout": (0.1, 300),
     "regenerate.aia_max_bytes": (1024, 64 * 1024 * 1024),
     "regenerate.retry_interval": (1, 86400),
+    "regenerate.submit_timeout": (1, 86400),
 }
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")

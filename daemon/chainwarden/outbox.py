@@ -10,6 +10,7 @@ import re
 import stat
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -272,20 +273,49 @@ def is_pending(json_path: str) -> bool:
     return Path(json_path).exists() and not any(Path(f"{json_path}.{state}").exists() for state in MARKERS)
 
 
-def submit(command: tuple[str, ...], json_path: str) -> tuple[bool, str]:
-    """Run the operator's submit command; its output is not logged (it may echo secrets)."""
+def submit(
+    command: tuple[str, ...],
+    json_path: str,
+    *,
+    timeout: float = SUBMIT_TIMEOUT_SECONDS,
+    stopping: Callable[[], bool] = lambda: False,
+) -> tuple[bool, str]:
+    """Run the operator's submit command in the outbox folder (where the JSON's relative paths start),
+    for at most `timeout` seconds, and no longer once `stopping()` says so; its output is not logged
+    (it may echo the JSON, secrets included)."""
     argv = [part.replace("{json}", json_path) for part in command]
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             argv,
+            cwd=os.path.dirname(json_path) or ".",
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            timeout=SUBMIT_TIMEOUT_SECONDS,
-            check=False,
         )
-    except (OSError, subprocess.SubprocessError) as exc:
-        return False, f"submit command {argv[0]} could not run: {exc}"
+    except OSError as exc:
+        return False, f"submit command {argv[0]} could not run: {exc.strerror or exc}"
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if stopping() or time.monotonic() >= deadline:
+            _end(proc)
+            why = "the daemon is stopping" if stopping() else f"it ran longer than {timeout:g} s"
+            return False, f"submit command {argv[0]} was stopped: {why}"
+        try:
+            proc.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            pass
     if proc.returncode == 0:
         return True, f"submit command {argv[0]} succeeded"
+    if proc.returncode < 0:
+        return False, f"submit command {argv[0]} was killed by signal {-proc.returncode}"
     return False, f"submit command {argv[0]} exited {proc.returncode}"
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 2 s; always reaped."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

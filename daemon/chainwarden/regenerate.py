@@ -17,6 +17,7 @@ from .metrics import MetricsState
 from .outbox import (
     OutboxError,
     is_pending,
+    is_submitted,
     latest_json_path,
     mark,
     output_json_path,
@@ -49,15 +50,18 @@ class Regenerator:
         clock: Callable[[], datetime],
         *,
         ready: Mapping[str, tuple[str, float]] | None = None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.config = config
         self.metrics = metrics
         self.clock = clock
+        self.stopping = stopping  # a submit command is stopped when this says so
         self.finder = issuer_finder(config)
         self.needs_retry = False
         # source -> (its resubmission JSON waiting to be submitted, since when: time.monotonic())
         self.ready: dict[str, tuple[str, float]] = dict(ready or {}) if config.regenerate_submit_command else {}
         self._attempted: set[str] = set()  # JSONs this process ran the submit command on, as they are now
+        self._said_submitted: dict[str, str] = {}  # source -> the submitted JSON it was last told to carry
         self._last_failure: dict[tuple[str, str], str] = {}
         self._failures: dict[tuple[str, str], str] = {}  # the last fix_failed reason logged per connection
         removed = remove_stale_temp_files(config.outbox)
@@ -76,12 +80,18 @@ class Regenerator:
         )
         outbox = self.config.outbox
         touched_files = {r.file for r in results if r.connection is not None}
+        # A plan covers every connection of its file, not only those this pass re-evaluated: the
+        # resubmission carries the whole file and supersedes the previous one, so a connection left
+        # out would go back to its broken bundle. The others' latest verdicts are the published ones.
+        latest = {key: state.result for key, state in self.metrics.connection_states().items()}
+        latest.update({(r.file, r.connection): r for r in results if r.file is not None and r.connection is not None})
         store = None
         for path in sorted(f for f in touched_files if f):
             connection_file = inventory.files.get(path)
             if connection_file is None or not connection_file.connections:
                 continue
-            file_results = [r for r in results if r.file == path]
+            file_results = [r for (file, _), r in latest.items() if file == path]
+            file_results += [r for r in results if r.file == path and r.connection is None]
             json_path = output_json_path(outbox, path)
             if not any(needs_fix(r) for r in file_results):
                 if all(r.connection is not None for r in file_results) and is_pending(json_path):
@@ -131,6 +141,21 @@ class Regenerator:
             if outcome.written:
                 remember_source(outcome.json_path, path)
                 self._attempted.discard(outcome.json_path)
+                if plan.moves_rollout_earlier:
+                    log.warning(
+                        "%s: the resubmission %s moves the rollout earlier than the source's apply_at "
+                        "(a planned window is lost); edit its apply_at before it is submitted if that matters",
+                        path,
+                        outcome.json_path,
+                    )
+            elif is_submitted(outcome.json_path) and self._said_submitted.get(path) != outcome.json_path:
+                self._said_submitted[path] = outcome.json_path
+                log.info(
+                    "%s: this plan was already submitted as %s; nothing new to write (the source still "
+                    "points at the old bundles until it is updated)",
+                    path,
+                    outcome.json_path,
+                )
             for name in plan.server_certs:
                 self._failures.pop((path, name), None)
                 self.metrics.count_regeneration(path, name, "written" if outcome.written else "unchanged")
@@ -158,7 +183,9 @@ class Regenerator:
             if latest_json_path(self.config.outbox, source) != json_path:
                 continue
             self._attempted.add(json_path)
-            ok, message = submit(command, json_path)
+            ok, message = submit(
+                command, json_path, timeout=self.config.regenerate_submit_timeout, stopping=self.stopping
+            )
             self.metrics.record_submission(source, ok)
             (log.info if ok else log.error)("%s for %s", message, json_path)
             if ok:

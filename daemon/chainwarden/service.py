@@ -289,7 +289,9 @@ class Daemon:
 
         # Resubmissions written but not yet submitted stay due across a reload.
         ready = self.regenerator.ready if self.regenerator is not None else None
-        self.regenerator = Regenerator(self.config, self.metrics, self.clock, ready=ready)
+        self.regenerator = Regenerator(
+            self.config, self.metrics, self.clock, ready=ready, stopping=self._stop_requested.is_set
+        )
 
     # Event intake (other threads) --------------------------------------------
     def _on_folders(self, folders: set[str]) -> None:
