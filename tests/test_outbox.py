@@ -383,3 +383,18 @@ def test_submit_runs_in_the_outbox_and_is_stopped_by_a_stop_or_its_timeout(tmp_p
         (sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)", "{json}"), str(json_path)
     )
     assert not ok and message.endswith("was killed by signal 15")
+
+
+def test_a_dry_run_of_a_plan_already_submitted_says_so(tmp_path, capsys):
+    """No diff with a new apply_at and no "add --write" when the outbox already holds the plan."""
+    site = OfflineSite(tmp_path)
+    site.write_connections("erp")
+    first = Path(str(site.fix_write(capsys)["output"]))
+    mark(str(first), "submitted")
+    cli_main(["fix", str(site.json), "--config", str(site.config), "--offline"])
+    text = capsys.readouterr().out
+    assert f"resubmission JSON {first}: already in the outbox with this plan (submitted)" in text
+    assert "add --write" not in text and "+++ " not in text
+    cli_main(["fix", str(site.json), "--config", str(site.config), "--offline", "--format", "json"])
+    entry = json.loads(capsys.readouterr().out)["files"][0]
+    assert entry["due"] is False and entry["submitted"] is True and entry["output"] == str(first)

@@ -28,7 +28,7 @@ from .config import Config
 from .connections import MAX_CONNECTION_JSON_BYTES
 from .engine import Presented
 from .fixer import FilePlan, IssuerFinder, needs_fix, plan_file
-from .outbox import OutboxError, output_json_path, plan_target, remember_source, write_plan
+from .outbox import OutboxError, is_submitted, output_json_path, plan_target, remember_source, write_plan
 from .regularfile import read_regular
 from .render import plural
 from .report import Result, Severity, Verdict, iso_utc, overall_exit_code
@@ -244,10 +244,13 @@ def _exit_code(plans: list[FilePlan], after: list[Result], write_failed: bool) -
 
 
 def _plan_json(plan: FilePlan, outbox: str) -> dict[str, object]:
-    output = plan_target(plan, outbox)[0]  # the file that carries the plan, written now or before
+    output, due = plan_target(plan, outbox)  # the file that carries the plan, written now or before
     return {
         "source": plan.source,
         "output": output if plan.changes else None,
+        # False: the outbox already holds this plan (pending or submitted); nothing would be written.
+        "due": bool(plan.changes and due),
+        "submitted": bool(plan.changes and not due and is_submitted(output)),
         "apply_at": plan.apply_at_text,
         "written": False,
         "moves_rollout_earlier": plan.moves_rollout_earlier,
@@ -310,6 +313,12 @@ def _text(
                 lines.append(f"    {cert.subject}  (expires {iso_utc(cert.not_after)[:10]}){mark}")
             for cert, reason in bundle.dropped:
                 lines.append(f"    - dropped {cert.subject}: {reason}")
+        if not entry.get("due"):
+            state = "submitted" if entry.get("submitted") else "pending, not yet submitted"
+            lines.append(f"  resubmission JSON {entry['output']}: already in the outbox with this plan ({state})")
+            lines.append("  nothing to write: the bundles and connections above are what it carries")
+            lines.extend(_remaining_text(entry.get("remaining")))
+            continue
         lines.append(f"  resubmission JSON {entry['output']} (apply_at {entry['apply_at']}):")
         if plan.moves_rollout_earlier:
             lines.append(
@@ -322,7 +331,7 @@ def _text(
         elif write:
             lines.append("  written" if entry.get("written") else "  already in the outbox: nothing written")
         lines.extend(_remaining_text(entry.get("remaining")))
-    if not write and any(p.changes for p in plans):
+    if not write and any(entry.get("due") for entry in outputs):
         lines.append("dry run: nothing written; add --write to write these files")
     summary = _after_summary(after, any(p.changes for p in plans))
     lines.append(summary + ("; but writing failed (the error is above)" if write_failed else ""))
