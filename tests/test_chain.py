@@ -659,21 +659,11 @@ POLICY, OTHER, ANY_POLICY = "1.3.6.1.4.1.99999.1", "1.3.6.1.4.1.99999.2", "2.5.2
 
 def _policy_mapping(issuer_domain, subject_domain):
     """policyMappings, which cryptography cannot build: SEQUENCE OF SEQUENCE { OID, OID }."""
+    from chainwarden.der import oid_content
     from corpus.build import _tlv
 
-    def oid(dotted):
-        return x509.ObjectIdentifier(dotted).dotted_string
-
     def encoded(dotted):
-        arcs = [int(a) for a in oid(dotted).split(".")]
-        body = bytearray()
-        for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
-            chunk = [arc & 0x7F]
-            while arc > 0x7F:
-                arc >>= 7
-                chunk.append(0x80 | (arc & 0x7F))
-            body += bytes(reversed(chunk))
-        return _tlv(0x06, bytes(body))
+        return _tlv(0x06, oid_content(dotted))
 
     pair = _tlv(0x30, encoded(issuer_domain) + encoded(subject_domain))
     return x509.UnrecognizedExtension(x509.ObjectIdentifier("2.5.29.33"), _tlv(0x30, pair))

@@ -65,7 +65,7 @@ def certificate_parts(der: bytes) -> tuple[bytes, bytes, bytes]:
     return der[tbs_start:end], issuer, der[subject_start:stop]
 
 
-def _oid_content(dotted: str) -> bytes:
+def oid_content(dotted: str) -> bytes:
     """The DER content octets of an OBJECT IDENTIFIER (X.690 8.19)."""
     arcs = [int(arc) for arc in dotted.split(".")]
     out = bytearray()
@@ -90,7 +90,7 @@ SHORT_NAMES = {
     "0.9.2342.19200300.100.1.25": "DC",
     "0.9.2342.19200300.100.1.1": "UID",
 }
-_KNOWN_TYPES = {_oid_content(dotted): dotted for dotted in SHORT_NAMES}
+_KNOWN_TYPES = {oid_content(dotted): dotted for dotted in SHORT_NAMES}
 _OID, _SET = 0x06, 0x31
 PRINTABLE_STRING, _UTF8_STRING, _IA5_STRING = 0x13, 0x0C, 0x16
 

@@ -23,7 +23,7 @@ def getaddrinfo_within(seconds: float, host: str, port: int, **kwargs: Any) -> l
     The lookup runs in a thread of its own; one that times out goes on there until the resolver
     gives up, and its answer is dropped. IP literals need no resolver and are answered directly.
     """
-    if _is_ip_literal(host):
+    if is_ip_literal(host):
         return socket.getaddrinfo(host, port, **kwargs)
     if seconds <= 0:
         raise TimeoutError(f"no time left to look up {host}")
@@ -50,7 +50,7 @@ def getaddrinfo_within(seconds: float, host: str, port: int, **kwargs: Any) -> l
     return list(found)
 
 
-def _is_ip_literal(host: str) -> bool:
+def is_ip_literal(host: str) -> bool:
     # The whole text: "10.0.0.1%x.example" is no address, and the resolver would be asked about it.
     try:
         ipaddress.ip_address(host)

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from .hostlookup import ResolverBusy, getaddrinfo_within
+from .hostlookup import ResolverBusy, getaddrinfo_within, is_ip_literal
 
 __all__ = ["ProbeResult", "parse_target", "probe", "probe_many"]
 
@@ -406,20 +406,12 @@ def _label(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-def _is_ip_literal(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _server_name(name: str) -> str | None:
     """The SNI to send for `name`: none for IP literals (RFC 6066), no trailing dot."""
     name = name.strip()
     if name.startswith("[") and name.endswith("]"):
         name = name[1:-1]
-    if not name or _is_ip_literal(name):
+    if not name or is_ip_literal(name):
         return None
     return name.rstrip(".") or None
 
