@@ -398,3 +398,29 @@ def test_a_dry_run_of_a_plan_already_submitted_says_so(tmp_path, capsys):
     cli_main(["fix", str(site.json), "--config", str(site.config), "--offline", "--format", "json"])
     entry = json.loads(capsys.readouterr().out)["files"][0]
     assert entry["due"] is False and entry["submitted"] is True and entry["output"] == str(first)
+    held = json.loads(first.read_text())["apply_at"]
+    assert entry["apply_at"] == held and entry["diff"] == ""  # the file's own, not a new one
+
+
+def test_a_stopped_submit_command_takes_what_it_started_with_it(tmp_path):
+    """A capture script's own children (curl, az...) end with it, not re-parented to init."""
+    from chainwarden.outbox import submit
+
+    json_path = tmp_path / "prod.resubmit.json"
+    json_path.write_text("{}")
+    pid_file = tmp_path / "child.pid"
+    script = f"sleep 600 & echo $! > {pid_file}; wait"
+    ok, message = submit(("sh", "-c", script, "{json}"), str(json_path), timeout=1.0)
+    assert not ok and "ran longer than" in message
+    child = int(pid_file.read_text())
+
+    def alive() -> bool:
+        try:
+            return Path(f"/proc/{child}/stat").read_text().split()[2] != "Z"
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+
+    deadline = time.monotonic() + 10
+    while alive():
+        assert time.monotonic() < deadline, "the command's child outlived it"
+        time.sleep(0.05)

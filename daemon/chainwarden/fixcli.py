@@ -28,6 +28,7 @@ from .config import Config
 from .connections import MAX_CONNECTION_JSON_BYTES
 from .engine import Presented
 from .fixer import FilePlan, IssuerFinder, needs_fix, plan_file
+from .jsonedit import locate_values
 from .outbox import OutboxError, is_submitted, output_json_path, plan_target, remember_source, write_plan
 from .regularfile import read_regular
 from .render import plural
@@ -245,13 +246,14 @@ def _exit_code(plans: list[FilePlan], after: list[Result], write_failed: bool) -
 
 def _plan_json(plan: FilePlan, outbox: str) -> dict[str, object]:
     output, due = plan_target(plan, outbox)  # the file that carries the plan, written now or before
+    held = plan.changes and not due  # the outbox already holds this plan: its apply_at, no diff
     return {
         "source": plan.source,
         "output": output if plan.changes else None,
         # False: the outbox already holds this plan (pending or submitted); nothing would be written.
         "due": bool(plan.changes and due),
-        "submitted": bool(plan.changes and not due and is_submitted(output)),
-        "apply_at": plan.apply_at_text,
+        "submitted": bool(held and is_submitted(output)),
+        "apply_at": _held_apply_at(output) if held else plan.apply_at_text,
         "written": False,
         "moves_rollout_earlier": plan.moves_rollout_earlier,
         "connections": dict(plan.server_certs),
@@ -270,8 +272,18 @@ def _plan_json(plan: FilePlan, outbox: str) -> dict[str, object]:
             for b in plan.bundles
         ],
         "failures": [c.problem.to_json() for c in plan.failures if c.problem],
-        "diff": plan.json_diff(output) if plan.changes else "",
+        "diff": plan.json_diff(output) if plan.changes and not held else "",
     }
+
+
+def _held_apply_at(json_path: str) -> str | None:
+    """The apply_at of a resubmission JSON already in the outbox (None when it cannot be read)."""
+    try:
+        text = read_regular(json_path, MAX_CONNECTION_JSON_BYTES + 1)[0].decode("utf-8")
+        span, _ = locate_values(text)
+    except (OSError, ValueError):
+        return None
+    return None if span is None else str(json.loads(text[span.start : span.end]))
 
 
 def _text(

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import signal
 import stat
 import subprocess
 import time
@@ -291,6 +292,7 @@ def submit(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: what it starts is stopped with it
         )
     except OSError as exc:
         return False, f"submit command {argv[0]} could not run: {exc.strerror or exc}"
@@ -312,10 +314,19 @@ def submit(
 
 
 def _end(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after 2 s; always reaped."""
-    proc.terminate()
+    """SIGTERM to its whole process group (a script's curl or az too), then SIGKILL after 2 s; reaped."""
+    _signal_group(proc, signal.SIGTERM)
     try:
         proc.wait(timeout=2)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        _signal_group(proc, signal.SIGKILL)
         proc.wait()
+    _signal_group(proc, signal.SIGKILL)  # what it started and left behind when it exited
+
+
+def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
+    try:
+        os.killpg(proc.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        if proc.poll() is None:  # no group of its own (it left it): the command at least
+            proc.send_signal(signum)

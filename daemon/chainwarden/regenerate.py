@@ -144,7 +144,7 @@ class Regenerator:
                 if plan.moves_rollout_earlier:
                     log.warning(
                         "%s: the resubmission %s moves the rollout earlier than the source's apply_at "
-                        "(a planned window is lost); edit its apply_at before it is submitted if that matters",
+                        "(a planned window is lost; [regenerate] apply_at_lead sets how far ahead it is)",
                         path,
                         outcome.json_path,
                     )
@@ -187,7 +187,8 @@ class Regenerator:
                 command, json_path, timeout=self.config.regenerate_submit_timeout, stopping=self.stopping
             )
             self.metrics.record_submission(source, ok)
-            (log.info if ok else log.error)("%s for %s", message, json_path)
+            level = logging.INFO if ok else logging.WARNING if self.stopping() else logging.ERROR
+            log.log(level, "%s for %s", message, json_path)
             if ok:
                 try:
                     mark(json_path, "submitted")
