@@ -113,6 +113,11 @@ class CertInfo:
         return bool(self.basic_ca)
 
     @property
+    def jvm_unparsable(self) -> bool:
+        """An empty subject with a non-critical subjectAltName: the JVM's certificate parser refuses it."""
+        return not self.subject_key and bool(self.san_count) and not self.san_critical
+
+    @property
     def is_end_entity(self) -> bool:
         """Not a CA: no CA basicConstraints and not a self-issued v1 root."""
         if self.basic_ca is True:

@@ -96,7 +96,7 @@ def _load_refusal(path: str, cert: CertInfo) -> Problem | None:
             f"OpenSSL would not load the file at all: {cert.subject} has a name value of type {tags}, "
             "which OpenSSL's certificate decoder refuses"
         )
-    elif not cert.subject_key and cert.san_count and not cert.san_critical:
+    elif cert.jvm_unparsable:
         why = (
             f"the JVM would not load the file at all: certificate sha256 {cert.short_id} has an empty subject "
             "and a non-critical subjectAltName, which the JVM's certificate parser refuses"

@@ -33,7 +33,7 @@ def validity_problems(
             problems.append(_invalid(cert, f"certificate {cert.subject}: unreadable extension: {cert.extension_error}"))
         if cert.name_error:
             problems.append(_invalid(cert, f"certificate {cert.subject}: {cert.name_error}"))
-        if not cert.subject_key and cert.san_count and not cert.san_critical:
+        if cert.jvm_unparsable:
             problems.append(
                 _invalid(
                     cert,
@@ -478,10 +478,8 @@ def _openssl_uri_host(rest: str) -> str:
 
 
 def _dns_subtrees(subtrees: list[x509.GeneralName] | None) -> list[str] | None:
-    if subtrees is None:
-        return None
-    names = [g.value.lower() for g in subtrees if isinstance(g, x509.DNSName)]
-    return names if any(isinstance(g, x509.DNSName) for g in subtrees) else None
+    bases = _bases(subtrees, x509.DNSName)
+    return None if bases is None else [str(g.value).lower() for g in bases]
 
 
 def _in_dns_subtree(name: str, base: str, *, loose: bool) -> bool:
@@ -515,12 +513,10 @@ def _dns_excluded(constraints: x509.NameConstraints, dns: str) -> bool:
 def _ip_subtrees(
     subtrees: list[x509.GeneralName] | None,
 ) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network] | None:
-    if subtrees is None:
+    bases = _bases(subtrees, x509.IPAddress)
+    if bases is None:
         return None
-    nets = [g.value for g in subtrees if isinstance(g, x509.IPAddress)]
-    if not any(isinstance(g, x509.IPAddress) for g in subtrees):
-        return None
-    return [n for n in nets if isinstance(n, ipaddress.IPv4Network | ipaddress.IPv6Network)]
+    return [g.value for g in bases if isinstance(g.value, ipaddress.IPv4Network | ipaddress.IPv6Network)]
 
 
 def _invalid(cert: CertInfo, message: str) -> Problem:
